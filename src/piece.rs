@@ -110,7 +110,10 @@ impl SignedPiece {
         wire.extend_from_slice(&head);
         wire.extend_from_slice(payload);
         wire.extend_from_slice(&signature.to_bytes());
-        SignedPiece { header, wire: wire.into() }
+        SignedPiece {
+            header,
+            wire: wire.into(),
+        }
     }
 
     /// Checks structure and signature of a piece received from a peer. Nothing unverified gets
@@ -125,7 +128,11 @@ impl SignedPiece {
         let payload_end = HEADER_LEN + header.payload_len as usize;
         let signature = Signature::from_bytes(wire[payload_end..].try_into().unwrap());
         key.multipart_verify(
-            &[&info_hash.0, &wire[..HEADER_LEN], &wire[HEADER_LEN..payload_end]],
+            &[
+                &info_hash.0,
+                &wire[..HEADER_LEN],
+                &wire[HEADER_LEN..payload_end],
+            ],
             &signature,
         )
         .map_err(|_| PieceError::BadSignature)?;
@@ -140,12 +147,15 @@ impl SignedPiece {
         let header = PieceHeader::decode(wire[..HEADER_LEN].try_into().unwrap());
         let actual = wire.len() - OVERHEAD;
         if header.payload_len as usize != actual {
-            return Err(PieceError::LengthMismatch { declared: header.payload_len, actual });
+            return Err(PieceError::LengthMismatch {
+                declared: header.payload_len,
+                actual,
+            });
         }
         if header.payload_len > max_payload {
             return Err(PieceError::TooLong(header.payload_len));
         }
-        if header.payload_len as usize % TS_PACKET != 0 {
+        if !(header.payload_len as usize).is_multiple_of(TS_PACKET) {
             return Err(PieceError::NotWholePackets(header.payload_len));
         }
         if header.flags & !KNOWN_FLAGS != 0 {
@@ -155,7 +165,10 @@ impl SignedPiece {
             return Err(PieceError::EndWithPayload);
         }
         if header.epoch > header.seq {
-            return Err(PieceError::BadEpoch { epoch: header.epoch, seq: header.seq });
+            return Err(PieceError::BadEpoch {
+                epoch: header.epoch,
+                seq: header.seq,
+            });
         }
         Ok(header)
     }
@@ -169,7 +182,8 @@ impl SignedPiece {
     }
 
     pub fn payload(&self) -> Bytes {
-        self.wire.slice(HEADER_LEN..HEADER_LEN + self.header.payload_len as usize)
+        self.wire
+            .slice(HEADER_LEN..HEADER_LEN + self.header.payload_len as usize)
     }
 
     /// The whole piece as sent on the wire: header, payload, signature.
@@ -187,7 +201,13 @@ mod tests {
     }
 
     fn header(seq: u64, flags: u8) -> PieceHeader {
-        PieceHeader { seq, epoch: 1, timestamp_us: 1_000_000, flags, payload_len: 0 }
+        PieceHeader {
+            seq,
+            epoch: 1,
+            timestamp_us: 1_000_000,
+            flags,
+            payload_len: 0,
+        }
     }
 
     #[test]

@@ -1,1 +1,450 @@
-//! TODO
+//! A deterministic discrete-event simulator for swarms of [`Swarm`] cores.
+//!
+//! No sockets, no threads, no clock: links are modelled with a latency and each node's upload
+//! capacity; time jumps from event to event. The same seed gives the same run, so a failing
+//! scenario can be replayed exactly. Tests and the `sim` benchmark use it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ed25519_dalek::SigningKey;
+
+use crate::piece::{FLAG_END_OF_STREAM, FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
+use crate::swarm::{Config, Delivery, Output, PeerId, Role, Swarm, SwarmStatus, wire};
+use crate::torrent::InfoHash;
+
+pub type NodeId = usize;
+
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub role: Role,
+    pub latency: Duration,
+    pub upload_limit: Option<u64>,
+    /// The node's link capacity in bytes per second (all wire bytes), if limited.
+    pub link_rate: Option<u64>,
+    pub join_at: Duration,
+    /// A hostile node: every piece it sends has one payload byte flipped.
+    pub corrupts_pieces: bool,
+}
+
+impl NodeSpec {
+    pub fn new(role: Role) -> Self {
+        NodeSpec {
+            role,
+            latency: Duration::from_millis(2000),
+            upload_limit: None,
+            link_rate: None,
+            join_at: Duration::ZERO,
+            corrupts_pieces: false,
+        }
+    }
+}
+
+/// The stream the simulated injector produces.
+#[derive(Clone, Debug)]
+pub struct StreamSpec {
+    pub piece_payload: usize,
+    pub piece_interval: Duration,
+    /// Every n-th piece starts at a keyframe.
+    pub keyframe_every: u64,
+    pub pieces: u64,
+    /// Sequence numbers the injector skips (lost before they were made, for tests).
+    pub drop_seqs: Vec<u64>,
+}
+
+struct Node {
+    spec: NodeSpec,
+    swarm: Option<Swarm>,
+    addr: SocketAddr,
+    conns: HashMap<PeerId, (NodeId, PeerId)>,
+    /// Outbound connects waiting for the remote to accept.
+    link_free_at: Instant,
+    timer_gen: u64,
+    output: Vec<u8>,
+    deliveries: Vec<Delivery>,
+    first_transmit_done: HashMap<PeerId, bool>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Join(NodeId),
+    Timer(NodeId, u64),
+    Connect {
+        from: NodeId,
+        to: SocketAddr,
+    },
+    Data {
+        to: NodeId,
+        conn: PeerId,
+        data: Bytes,
+    },
+    Closed {
+        to: NodeId,
+        conn: PeerId,
+    },
+    Inject(u64),
+}
+
+pub struct Sim {
+    pub now: Instant,
+    start: Instant,
+    seq_counter: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: HashMap<u64, Event>,
+    nodes: Vec<Node>,
+    key: SigningKey,
+    info_hash: InfoHash,
+    stream: StreamSpec,
+    /// Payload of every piece the injector made, by sequence number.
+    pub injected: Vec<(u64, Bytes)>,
+    one_way: Duration,
+    seed: u64,
+    pub events_run: u64,
+}
+
+/// Virtual wall clock: microseconds since the Unix epoch at simulation start.
+const WALL_START_US: u64 = 1_700_000_000_000_000;
+pub const FIRST_SEQ: u64 = 1000;
+
+impl Sim {
+    pub fn new(seed: u64, one_way: Duration, stream: StreamSpec, nodes: Vec<NodeSpec>) -> Self {
+        let start = Instant::now();
+        let key = SigningKey::from_bytes(&[seed as u8 ^ 0x5a; 32]);
+        let info_hash = InfoHash([seed as u8; 20]);
+        let mut sim = Sim {
+            now: start,
+            start,
+            seq_counter: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes: Vec::new(),
+            key,
+            info_hash,
+            stream,
+            injected: Vec::new(),
+            one_way,
+            seed,
+            events_run: 0,
+        };
+        for (i, spec) in nodes.into_iter().enumerate() {
+            let addr = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1)),
+                6881,
+            );
+            let join = start + spec.join_at;
+            sim.nodes.push(Node {
+                spec,
+                swarm: None,
+                addr,
+                conns: HashMap::new(),
+                link_free_at: start,
+                timer_gen: 0,
+                output: Vec::new(),
+                deliveries: Vec::new(),
+                first_transmit_done: HashMap::new(),
+            });
+            sim.schedule(join, Event::Join(i));
+        }
+        for n in 0..sim.stream.pieces + 1 {
+            let at = start + sim.stream.piece_interval * n as u32;
+            sim.schedule(at, Event::Inject(FIRST_SEQ + n));
+        }
+        sim
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Event) {
+        self.seq_counter += 1;
+        self.queue.push(Reverse((at, self.seq_counter)));
+        self.events.insert(self.seq_counter, ev);
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Runs until no event is left or `limit` of virtual time has passed.
+    pub fn run_for(&mut self, limit: Duration) {
+        let end = self.start + limit;
+        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
+            if at > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let ev = self.events.remove(&id).unwrap();
+            self.events_run += 1;
+            self.handle(ev);
+        }
+        self.now = self.now.max(end.min(self.now.max(self.start)));
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let now = self.now;
+        match ev {
+            Event::Join(i) => {
+                let spec = &self.nodes[i].spec;
+                let mut config = Config::new(spec.role, self.info_hash, self.key.verifying_key());
+                config.latency = spec.latency;
+                config.upload_limit = spec.upload_limit;
+                config.max_payload = self.stream.piece_payload as u32;
+                config.listen_port = Some(6881);
+                config.rng_seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
+                let mut id = *b"-NL0100-000000000000";
+                id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
+                config.peer_id = id;
+                config.self_addrs = vec![self.nodes[i].addr];
+                let mut swarm = Swarm::new(config, now);
+                // The tracker: everyone who joined before.
+                let addrs: Vec<SocketAddr> = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, n)| *j != i && n.swarm.is_some())
+                    .map(|(_, n)| n.addr)
+                    .collect();
+                swarm.add_peer_addrs(now, addrs);
+                self.nodes[i].swarm = Some(swarm);
+                self.drain(i);
+            }
+            Event::Timer(i, generation) => {
+                if self.nodes[i].timer_gen == generation
+                    && let Some(s) = self.nodes[i].swarm.as_mut()
+                {
+                    s.handle_timeout(now);
+                    self.drain(i);
+                }
+            }
+            Event::Connect { from, to } => {
+                let target = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.addr == to && n.swarm.is_some());
+                let Some(j) = target else {
+                    if let Some(s) = self.nodes[from].swarm.as_mut() {
+                        s.connect_failed(now, to);
+                    }
+                    self.drain(from);
+                    return;
+                };
+                let from_addr = SocketAddr::new(self.nodes[from].addr.ip(), 40000 + j as u16);
+                let a = self.nodes[from]
+                    .swarm
+                    .as_mut()
+                    .unwrap()
+                    .peer_connected(now, to, true);
+                let b = self.nodes[j]
+                    .swarm
+                    .as_mut()
+                    .unwrap()
+                    .peer_connected(now, from_addr, false);
+                self.nodes[from].conns.insert(a, (j, b));
+                self.nodes[j].conns.insert(b, (from, a));
+                self.drain(from);
+                self.drain(j);
+            }
+            Event::Data { to, conn, data } => {
+                if self.nodes[to].conns.contains_key(&conn) {
+                    self.nodes[to]
+                        .swarm
+                        .as_mut()
+                        .unwrap()
+                        .peer_data(now, conn, &data);
+                    self.drain(to);
+                }
+            }
+            Event::Closed { to, conn } => {
+                if self.nodes[to].conns.remove(&conn).is_some() {
+                    self.nodes[to]
+                        .swarm
+                        .as_mut()
+                        .unwrap()
+                        .peer_closed(now, conn);
+                    self.drain(to);
+                }
+            }
+            Event::Inject(seq) => {
+                let Some(inj) = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.spec.role == Role::Injector)
+                else {
+                    return;
+                };
+                if self.nodes[inj].swarm.is_none() || self.stream.drop_seqs.contains(&seq) {
+                    return;
+                }
+                let n = seq - FIRST_SEQ;
+                let last = n == self.stream.pieces;
+                let mut flags = 0;
+                if last {
+                    flags |= FLAG_END_OF_STREAM;
+                } else if n.is_multiple_of(self.stream.keyframe_every) {
+                    flags |= FLAG_RANDOM_ACCESS;
+                }
+                let payload = if last {
+                    Vec::new()
+                } else {
+                    synthetic_payload(seq, self.stream.piece_payload)
+                };
+                let header = PieceHeader {
+                    seq,
+                    epoch: FIRST_SEQ,
+                    timestamp_us: WALL_START_US + (now - self.start).as_micros() as u64,
+                    flags,
+                    payload_len: 0,
+                };
+                let piece = SignedPiece::sign(&self.key, &self.info_hash, header, &payload);
+                if !last {
+                    self.injected.push((seq, Bytes::from(payload)));
+                }
+                self.nodes[inj]
+                    .swarm
+                    .as_mut()
+                    .unwrap()
+                    .add_local_piece(now, piece);
+                self.drain(inj);
+            }
+        }
+    }
+
+    fn drain(&mut self, i: NodeId) {
+        let now = self.now;
+        loop {
+            let Some(out) = self.nodes[i].swarm.as_mut().and_then(|s| s.poll_output()) else {
+                break;
+            };
+            match out {
+                Output::Transmit { peer, data } => {
+                    let Some(&(j, remote)) = self.nodes[i].conns.get(&peer) else {
+                        continue;
+                    };
+                    let data = if self.nodes[i].spec.corrupts_pieces {
+                        let first = !self.nodes[i]
+                            .first_transmit_done
+                            .insert(peer, true)
+                            .unwrap_or(false);
+                        corrupt_pieces(data, first)
+                    } else {
+                        data
+                    };
+                    // Serialise on the sender's link, then add the propagation delay.
+                    let node = &mut self.nodes[i];
+                    let start = node.link_free_at.max(now);
+                    let tx = node
+                        .spec
+                        .link_rate
+                        .map(|r| Duration::from_secs_f64(data.len() as f64 / r as f64))
+                        .unwrap_or_default();
+                    node.link_free_at = start + tx;
+                    let at = start + tx + self.one_way;
+                    self.schedule(
+                        at,
+                        Event::Data {
+                            to: j,
+                            conn: remote,
+                            data,
+                        },
+                    );
+                }
+                Output::Connect(addr) => {
+                    let at = now + self.one_way * 2;
+                    self.schedule(at, Event::Connect { from: i, to: addr });
+                }
+                Output::Disconnect { peer, .. } => {
+                    if let Some((j, remote)) = self.nodes[i].conns.remove(&peer) {
+                        let at = now + self.one_way;
+                        self.schedule(
+                            at,
+                            Event::Closed {
+                                to: j,
+                                conn: remote,
+                            },
+                        );
+                    }
+                }
+                Output::Deliver(d) => {
+                    if let Delivery::Data { payload, .. } = &d {
+                        self.nodes[i].output.extend_from_slice(payload);
+                    }
+                    self.nodes[i].deliveries.push(d);
+                }
+            }
+        }
+        if let Some(at) = self.nodes[i].swarm.as_ref().and_then(|s| s.poll_timeout()) {
+            self.nodes[i].timer_gen += 1;
+            let generation = self.nodes[i].timer_gen;
+            self.schedule(at.max(now), Event::Timer(i, generation));
+        }
+    }
+
+    pub fn status(&self, i: NodeId) -> Option<SwarmStatus> {
+        self.nodes[i].swarm.as_ref().map(|s| s.status(self.now))
+    }
+
+    pub fn output(&self, i: NodeId) -> &[u8] {
+        &self.nodes[i].output
+    }
+
+    pub fn deliveries(&self, i: NodeId) -> &[Delivery] {
+        &self.nodes[i].deliveries
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn role(&self, i: NodeId) -> Role {
+        self.nodes[i].spec.role
+    }
+
+    /// The injected payloads from `seq` on, concatenated: what a receiver hooked at `seq` must
+    /// output if it lost nothing.
+    pub fn expected_from(&self, seq: u64) -> Vec<u8> {
+        self.injected
+            .iter()
+            .filter(|(s, _)| *s >= seq)
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    }
+
+    /// Microseconds of virtual wall clock now (what `lag_ms` is measured against).
+    pub fn wall_us(&self) -> u64 {
+        WALL_START_US + (self.now - self.start).as_micros() as u64
+    }
+}
+
+/// Recognisable TS-like payload: sync bytes and the sequence number in every packet.
+pub fn synthetic_payload(seq: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    for (i, pkt) in out.chunks_mut(188).enumerate() {
+        pkt[0] = 0x47;
+        pkt[4..12].copy_from_slice(&seq.to_be_bytes());
+        pkt[12] = i as u8;
+    }
+    out
+}
+
+/// Flips a payload byte of every piece message in a run of outgoing wire bytes.
+fn corrupt_pieces(data: Bytes, starts_with_handshake: bool) -> Bytes {
+    let mut buf = BytesMut::from(&data[..]);
+    let mut pos = if starts_with_handshake {
+        wire::HANDSHAKE_LEN
+    } else {
+        0
+    };
+    while pos + 7 <= buf.len() {
+        let len = u32::from_be_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
+        // length, id 20, extension id, kind 2 = piece
+        if buf[pos + 4] == 20 && buf[pos + 5] != 0 && buf[pos + 6] == 2 {
+            let payload_at = pos + 7 + crate::piece::HEADER_LEN;
+            if payload_at < pos + 4 + len {
+                buf[payload_at] ^= 0xff;
+            }
+        }
+        pos += 4 + len;
+    }
+    buf.freeze()
+}

@@ -83,7 +83,9 @@ impl LiveTorrent {
                 })?;
             }
             d.emit_pair(b"created by", "nordlys")?;
-            d.emit_pair_with(b"info", |e| emit_info(e, name, public_key, piece_length, window_secs))
+            d.emit_pair_with(b"info", |e| {
+                emit_info(e, name, public_key, piece_length, window_secs)
+            })
         })
         .map_err(|e| anyhow::anyhow!("encoding torrent: {e}"))?;
         enc.get_output()
@@ -121,20 +123,33 @@ impl LiveTorrent {
                     }
                 }
                 b"info" => {
-                    let raw = value.try_into_dictionary().map_err(err)?.into_raw().map_err(err)?;
+                    let raw = value
+                        .try_into_dictionary()
+                        .map_err(err)?
+                        .into_raw()
+                        .map_err(err)?;
                     info = Some(raw);
                 }
                 _ => {}
             }
         }
-        let Some(info_raw) = info else { bail!("no info dictionary") };
+        let Some(info_raw) = info else {
+            bail!("no info dictionary")
+        };
         if trackers.is_empty() {
             trackers.extend(announce);
         }
         let info_hash = InfoHash(Sha1::digest(info_raw).into());
         let (name, piece_length, window_secs, public_key) = parse_info(info_raw)?;
         check_fields(&name, piece_length, window_secs)?;
-        Ok(LiveTorrent { name, piece_length, window_secs, public_key, trackers, info_hash })
+        Ok(LiveTorrent {
+            name,
+            piece_length,
+            window_secs,
+            public_key,
+            trackers,
+            info_hash,
+        })
     }
 
     /// A BEP 9 magnet link. It carries the infohash, the name and the trackers; a client also
@@ -145,7 +160,11 @@ impl LiveTorrent {
         for t in &self.trackers {
             link.append_pair("tr", t);
         }
-        format!("magnet:?xt=urn:btih:{}&{}", self.info_hash.hex(), link.finish())
+        format!(
+            "magnet:?xt=urn:btih:{}&{}",
+            self.info_hash.hex(),
+            link.finish()
+        )
     }
 }
 
@@ -153,7 +172,8 @@ fn check_fields(name: &str, piece_length: u32, window_secs: u32) -> anyhow::Resu
     if name.is_empty() || name.len() > 200 {
         bail!("name must be 1 to 200 bytes");
     }
-    if !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&piece_length) || piece_length % 188 != 0
+    if !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&piece_length)
+        || !piece_length.is_multiple_of(188)
     {
         bail!(
             "piece length {piece_length} must be a multiple of 188 between {MIN_PIECE_LENGTH} and {MAX_PIECE_LENGTH}"
@@ -211,7 +231,9 @@ fn parse_info(raw: &[u8]) -> anyhow::Result<(String, u32, u32, VerifyingKey)> {
                 if scheme.as_deref() != Some(b"ed25519".as_slice()) {
                     bail!("live.scheme must be `ed25519`");
                 }
-                let Some(pubkey) = pubkey else { bail!("live.pubkey missing") };
+                let Some(pubkey) = pubkey else {
+                    bail!("live.pubkey missing")
+                };
                 let Ok(bytes) = <[u8; 32]>::try_from(pubkey.as_slice()) else {
                     bail!("live.pubkey must be 32 bytes");
                 };
@@ -222,9 +244,15 @@ fn parse_info(raw: &[u8]) -> anyhow::Result<(String, u32, u32, VerifyingKey)> {
             _ => {}
         }
     }
-    let Some(name) = name else { bail!("info.name missing") };
-    let Some(piece_length) = piece_length else { bail!("info.piece length missing") };
-    let Some((key, window)) = live else { bail!("info.live missing: not a live torrent") };
+    let Some(name) = name else {
+        bail!("info.name missing")
+    };
+    let Some(piece_length) = piece_length else {
+        bail!("info.piece length missing")
+    };
+    let Some((key, window)) = live else {
+        bail!("info.live missing: not a live torrent")
+    };
     Ok((name, piece_length, window, key))
 }
 
@@ -233,7 +261,8 @@ fn utf8(bytes: &[u8]) -> anyhow::Result<String> {
 }
 
 fn int(text: &str) -> anyhow::Result<u32> {
-    text.parse().with_context(|| format!("integer {text} out of range"))
+    text.parse()
+        .with_context(|| format!("integer {text} out of range"))
 }
 
 #[cfg(test)]
@@ -246,7 +275,10 @@ mod tests {
 
     #[test]
     fn create_parse_round_trip() {
-        let trackers = vec!["http://127.0.0.1:6969/announce".to_string(), "http://b/a".into()];
+        let trackers = vec![
+            "http://127.0.0.1:6969/announce".to_string(),
+            "http://b/a".into(),
+        ];
         let bytes = LiveTorrent::create("concert", &key(), 32712, 30, &trackers).unwrap();
         let t = LiveTorrent::parse(&bytes).unwrap();
         assert_eq!(t.name, "concert");
@@ -258,7 +290,10 @@ mod tests {
         let start = bytes.windows(6).position(|w| w == b"4:info").unwrap() + 6;
         let info = &bytes[start..bytes.len() - 1];
         assert_eq!(t.info_hash.0, <[u8; 20]>::from(Sha1::digest(info)));
-        assert!(t.magnet().starts_with(&format!("magnet:?xt=urn:btih:{}", t.info_hash.hex())));
+        assert!(
+            t.magnet()
+                .starts_with(&format!("magnet:?xt=urn:btih:{}", t.info_hash.hex()))
+        );
     }
 
     #[test]
@@ -269,7 +304,8 @@ mod tests {
         }
         assert!(LiveTorrent::create("x", &key(), 1000, 30, &[]).is_err());
         assert!(LiveTorrent::create("x", &key(), 32712, 0, &[]).is_err());
-        let vod = b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
+        let vod =
+            b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
         assert!(LiveTorrent::parse(vod).is_err());
     }
 }

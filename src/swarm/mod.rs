@@ -1,1 +1,1093 @@
-//! TODO
+//! The sans-IO swarm core.
+//!
+//! [`Swarm`] owns every protocol decision of one node (injector, seedbox or receiver) and no
+//! I/O. The driver feeds it `(now, event)`: a connection opened or closed, bytes received, a
+//! timer, a new local piece. It answers with [`Output`]s (bytes to send, connections to open or
+//! close, verified stream to hand on) and [`Swarm::poll_timeout`]. It never reads a clock,
+//! spawns, sleeps or draws from a global RNG, so tests and the simulator drive it with virtual
+//! time and a seed, and every run replays exactly.
+//!
+//! Contract (as in quinn-proto and str0m): after any `handle_*` call, drain `poll_output` until
+//! it returns `None`, then sleep until `poll_timeout` and call `handle_timeout`.
+
+pub mod choker;
+pub mod peer;
+pub mod picker;
+pub mod playout;
+pub mod ratelimit;
+pub mod status;
+pub mod store;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::piece::SignedPiece;
+use crate::torrent::InfoHash;
+pub use peer::PeerId;
+use peer::{Peer, Phase};
+pub use playout::Delivery;
+use playout::Playout;
+use ratelimit::TokenBucket;
+pub use status::{State, SwarmStatus};
+use store::{Known, Store};
+use wire::{ExtHandshake, HaveEntry, LiveMessage, Message};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Injector,
+    Seed,
+    Receiver,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Injector => "injector",
+            Role::Seed => "seed",
+            Role::Receiver => "receiver",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub role: Role,
+    pub info_hash: InfoHash,
+    pub public_key: VerifyingKey,
+    /// The torrent's piece length: the largest payload a piece may carry.
+    pub max_payload: u32,
+    /// How much stream peers keep behind the newest piece.
+    pub window: Duration,
+    /// Receivers: how far behind the newest piece to hook in (the playout buffer).
+    pub latency: Duration,
+    pub peer_id: [u8; 20],
+    /// Port we accept connections on, told to peers in the extended handshake.
+    pub listen_port: Option<u16>,
+    /// Our own addresses: never connect to them.
+    pub self_addrs: Vec<SocketAddr>,
+    /// Piece payload bytes per second we upload at most.
+    pub upload_limit: Option<u64>,
+    pub upload_slots: usize,
+    pub max_peers: usize,
+    /// Seedboxes the injector always serves and feeds first.
+    pub trusted: Vec<SocketAddr>,
+    /// Verified pieces held at most, in bytes (the window is cut short beyond it).
+    pub max_store_bytes: usize,
+    pub rng_seed: u64,
+}
+
+impl Config {
+    pub fn new(role: Role, info_hash: InfoHash, public_key: VerifyingKey) -> Self {
+        Config {
+            role,
+            info_hash,
+            public_key,
+            max_payload: crate::torrent::DEFAULT_PIECE_LENGTH,
+            window: Duration::from_secs(crate::torrent::DEFAULT_WINDOW_SECS as u64),
+            latency: Duration::from_millis(2000),
+            peer_id: *b"-NL0100-000000000000",
+            listen_port: None,
+            self_addrs: Vec::new(),
+            upload_limit: None,
+            upload_slots: 40,
+            max_peers: 50,
+            trusted: Vec::new(),
+            max_store_bytes: 24 << 20,
+            rng_seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Transmit { peer: PeerId, data: Bytes },
+    Connect(SocketAddr),
+    Disconnect { peer: PeerId, reason: String },
+    Deliver(Delivery),
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const RECHOKE: Duration = Duration::from_secs(10);
+const OPTIMISTIC_EVERY: u32 = 3; // rechokes
+/// A request we queued longer than this is refused, so the peer asks someone else in time.
+const MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
+const MAX_QUEUE_PER_PEER: usize = 32;
+/// The injector tells everyone about a piece this long after it was made; before that only
+/// the peer it fed first knows, so the swarm, not the injector, carries the copies.
+const SOURCE_HOLD: Duration = Duration::from_millis(1000);
+const ANNOUNCE_TICK: Duration = Duration::from_millis(100);
+const CONNECT_RETRY_MIN: Duration = Duration::from_secs(1);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Seeds fetch this much stream behind the newest piece, to serve receivers that hook in late.
+const SEED_BACKFILL_US: u64 = 5_000_000;
+
+#[derive(Debug, Default)]
+struct AddrState {
+    next_try: Option<Instant>,
+    failures: u32,
+    connected: bool,
+}
+
+/// One node's protocol state machine. See the module docs for the calling contract.
+pub struct Swarm {
+    config: Config,
+    started: Instant,
+    rng: ChaCha8Rng,
+    /// Ordered, so that iteration (and with it every decision) is deterministic.
+    peers: BTreeMap<PeerId, Peer>,
+    next_peer_id: PeerId,
+    addrs: HashMap<SocketAddr, AddrState>,
+    banned_ids: HashSet<[u8; 20]>,
+    banned_addrs: HashSet<SocketAddr>,
+    self_addrs: HashSet<SocketAddr>,
+    store: Store,
+    known: Known,
+    playout: Option<Playout>,
+    /// Seeds: first sequence number of interest.
+    seed_from: Option<u64>,
+    /// Which peer each outstanding request went to.
+    inflight: HashMap<u64, PeerId>,
+    bucket: Option<TokenBucket>,
+    /// Round-robin position among peers with queued requests.
+    serve_turn: usize,
+    fanout_turn: usize,
+    next_rechoke: Instant,
+    rechokes: u32,
+    optimistic: Option<PeerId>,
+    next_announce: Instant,
+    outputs: VecDeque<Output>,
+    eos_seq: Option<u64>,
+    stats: status::Counters,
+    /// The latest `now` seen, so `poll_timeout` never returns a time already handled.
+    last_now: Instant,
+}
+
+impl Swarm {
+    pub fn new(config: Config, now: Instant) -> Self {
+        let bucket = config.upload_limit.map(|rate| {
+            let piece = (config.max_payload as usize + crate::piece::OVERHEAD) as u64;
+            TokenBucket::new(rate, piece.max(rate / 10), now)
+        });
+        let playout = (config.role == Role::Receiver).then(|| Playout::new(config.latency));
+        Swarm {
+            rng: ChaCha8Rng::seed_from_u64(config.rng_seed),
+            started: now,
+            peers: BTreeMap::new(),
+            next_peer_id: 1,
+            addrs: HashMap::new(),
+            banned_ids: HashSet::new(),
+            banned_addrs: HashSet::new(),
+            self_addrs: config.self_addrs.iter().copied().collect(),
+            store: Store::new(config.window.as_micros() as u64, config.max_store_bytes),
+            known: Known::default(),
+            playout,
+            seed_from: None,
+            inflight: HashMap::new(),
+            bucket,
+            serve_turn: 0,
+            fanout_turn: 0,
+            next_rechoke: now,
+            rechokes: 0,
+            optimistic: None,
+            next_announce: now,
+            outputs: VecDeque::new(),
+            eos_seq: None,
+            stats: status::Counters::default(),
+            last_now: now,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// Addresses from a tracker, the DHT or the command line.
+    pub fn add_peer_addrs(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        for addr in addrs {
+            if !self.self_addrs.contains(&addr) && !self.banned_addrs.contains(&addr) {
+                self.addrs.entry(addr).or_default();
+            }
+        }
+        self.maintain_connections(now);
+    }
+
+    /// A TCP connection is up: one we opened after `Output::Connect`, or an inbound one.
+    pub fn peer_connected(&mut self, now: Instant, addr: SocketAddr, outbound: bool) -> PeerId {
+        let id = self.next_peer_id;
+        self.next_peer_id += 1;
+        let mut peer = Peer::new(addr, outbound, now);
+        peer.trusted = self.config.trusted.contains(&addr);
+        let hs = wire::Handshake {
+            extensions: true,
+            info_hash: self.config.info_hash.0,
+            peer_id: self.config.peer_id,
+        };
+        peer.outbox.extend_from_slice(&hs.encode());
+        let ext = ExtHandshake {
+            live_id: Some(wire::OUR_LIVE_ID),
+            listen_port: self.config.listen_port,
+            role: Some(self.config.role.name().into()),
+            client: Some(concat!("nordlys ", env!("CARGO_PKG_VERSION")).into()),
+        };
+        wire::encode(&Message::ExtHandshake(ext), 0, &mut peer.outbox);
+        if outbound && let Some(state) = self.addrs.get_mut(&addr) {
+            state.connected = true;
+        }
+        self.peers.insert(id, peer);
+        self.flush();
+        id
+    }
+
+    /// An outbound connection attempt failed.
+    pub fn connect_failed(&mut self, now: Instant, addr: SocketAddr) {
+        if let Some(state) = self.addrs.get_mut(&addr) {
+            state.connected = false;
+            state.failures += 1;
+            let backoff = CONNECT_RETRY_MIN * 2u32.saturating_pow(state.failures.min(5));
+            state.next_try = Some(now + backoff.min(CONNECT_RETRY_MAX));
+        }
+    }
+
+    /// The connection is gone (closed by the peer, an I/O error, or after our `Disconnect`).
+    pub fn peer_closed(&mut self, now: Instant, peer: PeerId) {
+        if let Some(p) = self.peers.remove(&peer) {
+            self.forget_peer_state(peer, &p);
+        }
+        self.run(now);
+    }
+
+    pub fn peer_data(&mut self, now: Instant, id: PeerId, data: &[u8]) {
+        let max_len = wire::max_message_len(self.config.max_payload);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.last_heard = now;
+        peer.inbuf.extend_from_slice(data);
+        while let Some(peer) = self.peers.get_mut(&id) {
+            if peer.phase == Phase::Handshake {
+                match wire::Handshake::decode(&peer.inbuf) {
+                    Ok(hs) => {
+                        let _ = peer.inbuf.split_to(wire::HANDSHAKE_LEN);
+                        self.on_handshake(now, id, hs);
+                        continue;
+                    }
+                    Err(wire::DecodeError::NeedMore) => break,
+                    Err(wire::DecodeError::Invalid(why)) => {
+                        self.close(id, format!("bad handshake: {why}"));
+                        break;
+                    }
+                }
+            }
+            match wire::decode(&peer.inbuf, max_len) {
+                Ok((msg, used)) => {
+                    let frame = peer.inbuf.split_to(used).freeze();
+                    self.on_message(now, id, msg, frame);
+                }
+                Err(wire::DecodeError::NeedMore) => break,
+                Err(wire::DecodeError::Invalid(why)) => {
+                    self.close(id, format!("protocol error: {why}"));
+                    break;
+                }
+            }
+        }
+        self.run(now);
+    }
+
+    /// Injector: a piece we just cut and signed.
+    pub fn add_local_piece(&mut self, now: Instant, piece: SignedPiece) {
+        let h = *piece.header();
+        self.stats.pieces_emitted += 1;
+        self.known.confirm(h.seq, h.timestamp_us, h.flags, now);
+        if h.end_of_stream() {
+            self.eos_seq = Some(h.seq);
+        }
+        self.store.insert(piece);
+        self.evict();
+        // Feed one peer at once, preferring trusted seedboxes, then seedboxes; the rest hear
+        // about the piece after SOURCE_HOLD, from the swarm or from us.
+        if let Some(target) = self.fanout_target() {
+            let entry = HaveEntry {
+                seq: h.seq,
+                timestamp_us: h.timestamp_us,
+                flags: h.flags,
+            };
+            self.send_have(target, vec![entry]);
+        }
+        self.run(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Handshake and idle timeouts, keep-alives.
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let p = &self.peers[&id];
+            if !p.is_active() && now >= p.connected_at + HANDSHAKE_TIMEOUT {
+                self.close(id, "handshake timed out".into());
+            } else if now >= p.last_heard + IDLE_TIMEOUT {
+                self.close(id, "peer silent for too long".into());
+            } else if now >= p.last_sent + KEEPALIVE {
+                let p = self.peers.get_mut(&id).unwrap();
+                wire::encode(&Message::KeepAlive, 0, &mut p.outbox);
+            }
+        }
+        self.run(now);
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant `handle_timeout` must be called at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_rechoke;
+        let mut consider = |x: Instant| t = t.min(x);
+        for p in self.peers.values() {
+            if !p.is_active() {
+                consider(p.connected_at + HANDSHAKE_TIMEOUT);
+            } else {
+                consider(p.last_heard + IDLE_TIMEOUT);
+                consider(p.last_sent + KEEPALIVE);
+            }
+            for (&seq, &sent) in &p.requested {
+                consider(sent + self.request_timeout(p, seq, sent));
+            }
+            if let Some((_, at)) = p.queue.front() {
+                consider(*at + MAX_QUEUE_WAIT);
+            }
+        }
+        // Waiting on the upload limit: wake when the piece at the head of a queue fits.
+        if let Some(b) = &self.bucket
+            && let Some(len) = self
+                .peers
+                .values()
+                .find_map(|p| p.queue.front().and_then(|(seq, _)| self.store.get(*seq)))
+                .map(|piece| piece.header().payload_len as u64)
+        {
+            consider(b.ready_at(len, b.last()));
+        }
+        if self.config.role == Role::Injector {
+            consider(self.next_announce);
+        }
+        if self.peers.len() < self.config.max_peers {
+            for state in self.addrs.values() {
+                if let Some(at) = state.next_try
+                    && !state.connected
+                    && at > self.last_now
+                {
+                    consider(at);
+                }
+            }
+        }
+        if let Some(p) = &self.playout {
+            if let Some(d) = p.next_deadline(self.last_now, &self.store, &self.known) {
+                consider(d);
+            }
+            if let Some(at) = p.hook_at() {
+                consider(at);
+            }
+        }
+        // A timer that is already due was handled by the last call; never spin on it.
+        Some(t.max(self.last_now + Duration::from_millis(1)))
+    }
+
+    pub fn status(&self, now: Instant) -> SwarmStatus {
+        status::snapshot(self, now)
+    }
+
+    // ----- event handling -----------------------------------------------------------------
+
+    fn on_handshake(&mut self, now: Instant, id: PeerId, hs: wire::Handshake) {
+        if hs.info_hash != self.config.info_hash.0 {
+            return self.close(id, "handshake for another torrent".into());
+        }
+        if hs.peer_id == self.config.peer_id {
+            let addr = self.peers[&id].addr;
+            self.self_addrs.insert(addr);
+            self.addrs.remove(&addr);
+            return self.close(id, "connected to ourselves".into());
+        }
+        if self.banned_ids.contains(&hs.peer_id) {
+            return self.close(id, "banned peer".into());
+        }
+        if !hs.extensions {
+            return self.close(id, "peer lacks the extension protocol (BEP 10)".into());
+        }
+        // One connection per peer: keep the one opened by the peer with the smaller id, a rule
+        // both sides agree on without talking.
+        let outbound = self.peers[&id].outbound;
+        let opener = |outbound: bool| {
+            if outbound {
+                self.config.peer_id
+            } else {
+                hs.peer_id
+            }
+        };
+        if let Some((&other, other_peer)) = self
+            .peers
+            .iter()
+            .find(|(o, p)| **o != id && p.remote_id == Some(hs.peer_id))
+        {
+            let (keep_new, other_outbound) = (opener(outbound), opener(other_peer.outbound));
+            if keep_new < other_outbound {
+                self.close(other, "duplicate connection".into());
+            } else {
+                return self.close(id, "duplicate connection".into());
+            }
+        }
+        let p = self.peers.get_mut(&id).unwrap();
+        p.remote_id = Some(hs.peer_id);
+        p.phase = Phase::Extended;
+        let _ = now;
+    }
+
+    fn on_message(&mut self, now: Instant, id: PeerId, msg: Message, frame: Bytes) {
+        let phase = self.peers[&id].phase;
+        match (phase, msg) {
+            (_, Message::KeepAlive) => {}
+            (Phase::Extended, Message::ExtHandshake(ext)) => self.on_ext_handshake(now, id, ext),
+            (Phase::Extended, _) => self.close(id, "message before the extended handshake".into()),
+            (Phase::Active, Message::ExtHandshake(_)) => {} // updates are allowed and ignored
+            (Phase::Active, Message::Choke) => {
+                let p = self.peers.get_mut(&id).unwrap();
+                p.peer_choking = true;
+                let dropped: Vec<u64> = std::mem::take(&mut p.requested).into_keys().collect();
+                for seq in dropped {
+                    self.inflight.remove(&seq);
+                }
+            }
+            (Phase::Active, Message::Unchoke) => {
+                self.peers.get_mut(&id).unwrap().peer_choking = false
+            }
+            (Phase::Active, Message::Interested) => {
+                self.peers.get_mut(&id).unwrap().peer_interested = true;
+                self.rechoke_if_slot_free(id);
+            }
+            (Phase::Active, Message::NotInterested) => {
+                self.peers.get_mut(&id).unwrap().peer_interested = false
+            }
+            (Phase::Active, Message::Live(live)) => self.on_live(now, id, live, frame),
+            (Phase::Handshake, _) => unreachable!("handshake is decoded separately"),
+        }
+    }
+
+    fn on_ext_handshake(&mut self, now: Instant, id: PeerId, ext: ExtHandshake) {
+        let Some(live_id) = ext.live_id else {
+            return self.close(id, "peer does not speak the live extension".into());
+        };
+        let p = self.peers.get_mut(&id).unwrap();
+        p.live_id = live_id;
+        p.is_source = ext.role.as_deref() == Some("injector");
+        p.is_seed = ext.role.as_deref() == Some("seed");
+        if let Some(port) = ext.listen_port
+            && port != 0
+        {
+            let listen = SocketAddr::new(p.addr.ip(), port);
+            p.listen_addr = Some(listen);
+            p.trusted |= self.config.trusted.contains(&listen);
+            if self.banned_addrs.contains(&listen) {
+                return self.close(id, "banned peer".into());
+            }
+        }
+        p.phase = Phase::Active;
+        let listen = p.listen_addr;
+        if let Some(listen) = listen {
+            self.addrs.entry(listen).or_default().connected = true;
+        }
+        if self.config.role != Role::Injector {
+            let p = self.peers.get_mut(&id).unwrap();
+            wire::encode(&Message::Interested, 0, &mut p.outbox);
+        }
+        // Tell the new peer what we hold (the injector only what it has let go of).
+        let entries: Vec<HaveEntry> = self
+            .store
+            .iter()
+            .filter(|p| self.announceable(p, now))
+            .map(have_entry)
+            .collect();
+        self.send_have(id, entries);
+        self.rechoke_if_slot_free(id);
+    }
+
+    fn on_live(&mut self, now: Instant, id: PeerId, msg: LiveMessage, frame: Bytes) {
+        match msg {
+            LiveMessage::Have {
+                window_start,
+                entries,
+            } => {
+                let p = self.peers.get_mut(&id).unwrap();
+                p.set_window_start(window_start);
+                for e in &entries {
+                    p.learn_have(e.seq);
+                }
+                let floor = self.window_floor();
+                for e in entries.iter().filter(|e| e.seq >= floor) {
+                    self.known.learn(e, now);
+                }
+            }
+            LiveMessage::Request { seq } => {
+                let have = self.store.contains(seq);
+                let p = self.peers.get_mut(&id).unwrap();
+                if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
+                    send_live(p, LiveMessage::Reject { seq });
+                } else if !p.queue.iter().any(|(s, _)| *s == seq) {
+                    p.queue.push_back((seq, now));
+                }
+            }
+            LiveMessage::Cancel { seq } => {
+                self.peers
+                    .get_mut(&id)
+                    .unwrap()
+                    .queue
+                    .retain(|(s, _)| *s != seq);
+            }
+            LiveMessage::Reject { seq } => {
+                let p = self.peers.get_mut(&id).unwrap();
+                if p.requested.remove(&seq).is_some() {
+                    p.refuse(seq, now);
+                    if self.inflight.get(&seq) == Some(&id) {
+                        self.inflight.remove(&seq);
+                    }
+                }
+            }
+            LiveMessage::Piece(_) => {
+                // The piece is the frame minus length, message id, extension id and kind.
+                self.on_piece(now, id, frame.slice(7..));
+            }
+        }
+    }
+
+    fn on_piece(&mut self, now: Instant, id: PeerId, wire_bytes: Bytes) {
+        let p = self.peers.get_mut(&id).unwrap();
+        let header = match SignedPiece::check_structure(&wire_bytes, self.config.max_payload) {
+            Ok(h) => h,
+            Err(e) => return self.ban(id, format!("malformed piece: {e}")),
+        };
+        match p.requested.remove(&header.seq) {
+            Some(sent) => p.note_rtt(now.saturating_duration_since(sent).as_micros() as u64),
+            // Asked for, then given up on as too slow: still worth having if it is needed.
+            None if p.refused.contains_key(&header.seq) => {}
+            None => {
+                self.stats.unrequested += 1;
+                return; // never asked for: ignore it
+            }
+        }
+        if self.inflight.get(&header.seq) == Some(&id) {
+            self.inflight.remove(&header.seq);
+        }
+        if self.store.contains(header.seq) || header.seq < self.window_floor() {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let piece = match SignedPiece::verify(
+            wire_bytes,
+            &self.config.public_key,
+            &self.config.info_hash,
+            self.config.max_payload,
+        ) {
+            Ok(piece) => piece,
+            Err(e) => {
+                self.stats.pieces_rejected += 1;
+                return self.ban(id, format!("bad piece {}: {e}", header.seq));
+            }
+        };
+        let p = self.peers.get_mut(&id).unwrap();
+        p.down_recent += header.payload_len as u64;
+        self.stats.pieces_received += 1;
+        self.stats.bytes_down += header.payload_len as u64;
+        self.accept_piece(now, piece);
+    }
+
+    /// A verified piece: store it, tell everyone who lacks it, drop duplicate requests.
+    fn accept_piece(&mut self, now: Instant, piece: SignedPiece) {
+        let h = *piece.header();
+        self.known.confirm(h.seq, h.timestamp_us, h.flags, now);
+        if h.end_of_stream() {
+            self.eos_seq = Some(h.seq);
+        }
+        let entry = have_entry(&piece);
+        self.store.insert(piece);
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for pid in ids {
+            let p = self.peers.get_mut(&pid).unwrap();
+            if p.requested.remove(&h.seq).is_some() {
+                send_live(p, LiveMessage::Cancel { seq: h.seq });
+            }
+            if p.is_active() && !p.haves.contains(&h.seq) {
+                self.send_have(pid, vec![entry]);
+            }
+        }
+        self.inflight.remove(&h.seq);
+        self.evict();
+        let _ = now;
+    }
+
+    // ----- the periodic work, run after every event ---------------------------------------
+
+    fn run(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        if now >= self.next_rechoke {
+            self.rechoke(now);
+        }
+        self.expire_requests(now);
+        self.hook_in(now);
+        self.request_pieces(now);
+        self.serve_requests(now);
+        if self.config.role == Role::Injector && now >= self.next_announce {
+            self.announce_held(now);
+        }
+        if let Some(playout) = &mut self.playout {
+            for d in playout.advance(now, &self.store, &self.known) {
+                self.outputs.push_back(Output::Deliver(d));
+            }
+        }
+        self.maintain_connections(now);
+        self.flush_at(now);
+    }
+
+    fn hook_in(&mut self, now: Instant) {
+        match self.config.role {
+            Role::Receiver => {
+                let playout = self.playout.as_mut().unwrap();
+                if let Some(seq) = playout.try_hook(now, &self.known) {
+                    tracing::info!(seq, "hooked in");
+                }
+            }
+            Role::Seed => {
+                // Everything announced within the backfill span of the newest piece; recomputed
+                // as announcements arrive, since the injector tells of older pieces later.
+                if let Some((_, newest)) = self.known.newest() {
+                    let floor = newest.timestamp_us.saturating_sub(SEED_BACKFILL_US);
+                    let from = self
+                        .known
+                        .range_from(0)
+                        .find(|(_, m)| m.timestamp_us >= floor)
+                        .map(|(s, _)| s);
+                    self.seed_from = match (self.seed_from, from) {
+                        (Some(old), Some(new)) => Some(old.min(new)),
+                        (old, new) => old.or(new),
+                    };
+                }
+            }
+            _ => {}
+        }
+        let _ = now;
+    }
+
+    fn request_pieces(&mut self, now: Instant) {
+        let from = match self.config.role {
+            Role::Injector => return,
+            Role::Seed => match self.seed_from {
+                Some(s) => s.max(self.store.first_seq().unwrap_or(0)),
+                None => return,
+            },
+            Role::Receiver => match self.playout.as_ref().and_then(|p| p.cursor()) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        if self
+            .eos_seq
+            .is_some_and(|e| self.store.contains(e) && from > e)
+        {
+            return;
+        }
+        let room = picker::MAX_INFLIGHT.saturating_sub(self.inflight.len());
+        if room == 0 {
+            return;
+        }
+        let urgent_within = (self.config.latency / 2).min(Duration::from_secs(1));
+        let view = picker::View {
+            now,
+            playout: self.playout.as_ref(),
+            store: &self.store,
+            known: &self.known,
+            peers: &self.peers,
+            inflight: &self.inflight,
+        };
+        let wants = picker::wanted(&view, from, urgent_within);
+        for want in wants.into_iter().take(room) {
+            if self.eos_seq.is_some_and(|e| want.seq > e) {
+                continue;
+            }
+            let Some(pid) = picker::choose_peer(want, now, &self.peers, &mut self.rng) else {
+                continue;
+            };
+            let p = self.peers.get_mut(&pid).unwrap();
+            p.requested.insert(want.seq, now);
+            send_live(p, LiveMessage::Request { seq: want.seq });
+            self.inflight.insert(want.seq, pid);
+        }
+    }
+
+    /// How long to wait for `seq` from `p`: a few round trips, but no more than half the time
+    /// left before the piece is due, so there is time to ask someone else.
+    fn request_timeout(&self, p: &Peer, seq: u64, sent: Instant) -> Duration {
+        let srtt = Duration::from_micros(p.srtt_us.unwrap_or(100_000));
+        let mut timeout = srtt * 4;
+        if let Some(due) = self
+            .playout
+            .as_ref()
+            .and_then(|pl| pl.due(seq, &self.known))
+        {
+            timeout = timeout.min(due.saturating_duration_since(sent) / 2);
+        }
+        timeout.clamp(Duration::from_millis(50), Duration::from_secs(2))
+    }
+
+    /// Requests not answered in time go to another peer; the slow one is not asked again.
+    fn expire_requests(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (&pid, p) in &self.peers {
+            for (&seq, &sent) in &p.requested {
+                if now >= sent + self.request_timeout(p, seq, sent) {
+                    expired.push((pid, seq));
+                }
+            }
+        }
+        for (pid, seq) in expired {
+            let p = self.peers.get_mut(&pid).unwrap();
+            p.requested.remove(&seq);
+            p.refuse(seq, now);
+            send_live(p, LiveMessage::Cancel { seq });
+            self.stats.request_timeouts += 1;
+            if self.inflight.get(&seq) == Some(&pid) {
+                self.inflight.remove(&seq);
+            }
+        }
+    }
+
+    /// Sends queued pieces, round-robin over peers, as the upload limit allows.
+    fn serve_requests(&mut self, now: Instant) {
+        let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        // Refuse what waited too long: the requester is better off asking elsewhere.
+        for &id in &ids {
+            let p = self.peers.get_mut(&id).unwrap();
+            while let Some(&(seq, at)) = p.queue.front() {
+                if now < at + MAX_QUEUE_WAIT && self.store.contains(seq) {
+                    break;
+                }
+                p.queue.pop_front();
+                send_live(p, LiveMessage::Reject { seq });
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        loop {
+            let mut sent_any = false;
+            for i in 0..ids.len() {
+                let id = ids[(self.serve_turn + i) % ids.len()];
+                let p = self.peers.get_mut(&id).unwrap();
+                let Some(&(seq, _)) = p.queue.front() else {
+                    continue;
+                };
+                let Some(piece) = self.store.get(seq) else {
+                    continue;
+                };
+                let len = piece.header().payload_len as u64;
+                if let Some(bucket) = &mut self.bucket
+                    && !bucket.try_take(len, now)
+                {
+                    return;
+                }
+                p.queue.pop_front();
+                p.up_recent += len;
+                send_live(p, LiveMessage::Piece(piece.wire().clone()));
+                self.stats.bytes_up += len;
+                self.stats.pieces_sent += 1;
+                self.serve_turn = (self.serve_turn + i + 1) % ids.len();
+                sent_any = true;
+                break;
+            }
+            if !sent_any {
+                return;
+            }
+        }
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        self.next_rechoke = now + RECHOKE;
+        self.rechokes += 1;
+        if self.rechokes % OPTIMISTIC_EVERY == 1 || self.optimistic.is_none() {
+            let candidates: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.is_active() && p.peer_interested && p.am_choking)
+                .map(|(&id, _)| id)
+                .collect();
+            if !candidates.is_empty() {
+                use rand::Rng;
+                self.optimistic = Some(candidates[self.rng.random_range(0..candidates.len())]);
+            }
+        }
+        let chosen =
+            choker::choose_unchoked(&self.peers, self.config.upload_slots, self.optimistic);
+        for (id, p) in self.peers.iter_mut() {
+            let unchoke = chosen.contains(id);
+            if unchoke == p.am_choking && p.is_active() {
+                p.am_choking = !unchoke;
+                let msg = if unchoke {
+                    Message::Unchoke
+                } else {
+                    Message::Choke
+                };
+                wire::encode(&msg, 0, &mut p.outbox);
+                if !unchoke {
+                    p.queue.clear(); // BEP 3: choking discards the peer's requests
+                }
+            }
+            p.down_recent = 0;
+            p.up_recent = 0;
+        }
+    }
+
+    /// A newly interested peer is unchoked at once while slots are free; otherwise it waits
+    /// for the next rechoke.
+    fn rechoke_if_slot_free(&mut self, id: PeerId) {
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        let p = self.peers.get_mut(&id).unwrap();
+        if p.is_active()
+            && p.am_choking
+            && (p.trusted || (p.peer_interested && unchoked < self.config.upload_slots))
+        {
+            p.am_choking = false;
+            wire::encode(&Message::Unchoke, 0, &mut p.outbox);
+        }
+    }
+
+    /// Whether we may tell peers we hold this piece. The injector waits SOURCE_HOLD after
+    /// making a piece, so that the swarm, not the injector, carries the copies.
+    fn announceable(&self, piece: &SignedPiece, now: Instant) -> bool {
+        self.config.role != Role::Injector
+            || self
+                .known
+                .get(piece.seq())
+                .is_some_and(|m| now >= m.first_heard + SOURCE_HOLD)
+    }
+
+    /// Injector: tell every peer about pieces it has held for SOURCE_HOLD, so nobody misses a
+    /// piece the swarm failed to spread.
+    fn announce_held(&mut self, now: Instant) {
+        self.next_announce = now + ANNOUNCE_TICK;
+        let ready: Vec<HaveEntry> = self
+            .store
+            .iter()
+            .filter(|p| self.announceable(p, now))
+            .map(have_entry)
+            .collect();
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let p = &self.peers[&id];
+            if !p.is_active() {
+                continue;
+            }
+            let entries: Vec<HaveEntry> = ready
+                .iter()
+                .filter(|e| !p.told.contains(&e.seq) && !p.haves.contains(&e.seq))
+                .copied()
+                .collect();
+            if !entries.is_empty() {
+                self.send_have(id, entries);
+            }
+        }
+    }
+
+    fn fanout_target(&mut self) -> Option<PeerId> {
+        let mut active: Vec<(&PeerId, &Peer)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_active() && !p.am_choking)
+            .collect();
+        active.sort_by_key(|(id, _)| **id);
+        let class: Vec<PeerId> = if active.iter().any(|(_, p)| p.trusted) {
+            active
+                .iter()
+                .filter(|(_, p)| p.trusted)
+                .map(|(id, _)| **id)
+                .collect()
+        } else if active.iter().any(|(_, p)| p.is_seed) {
+            active
+                .iter()
+                .filter(|(_, p)| p.is_seed)
+                .map(|(id, _)| **id)
+                .collect()
+        } else {
+            active.iter().map(|(id, _)| **id).collect()
+        };
+        if class.is_empty() {
+            return None;
+        }
+        self.fanout_turn = self.fanout_turn.wrapping_add(1);
+        Some(class[self.fanout_turn % class.len()])
+    }
+
+    fn send_have(&mut self, id: PeerId, mut entries: Vec<HaveEntry>) {
+        let window_start = self.store.first_seq().unwrap_or(0);
+        let p = self.peers.get_mut(&id).unwrap();
+        entries.retain(|e| p.told.insert(e.seq));
+        if entries.is_empty() {
+            return;
+        }
+        for chunk in entries.chunks(wire::MAX_HAVE_ENTRIES) {
+            send_live(
+                p,
+                LiveMessage::Have {
+                    window_start,
+                    entries: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn maintain_connections(&mut self, now: Instant) {
+        let connected = self.peers.len();
+        let mut room = self.config.max_peers.saturating_sub(connected);
+        if room == 0 {
+            return;
+        }
+        let listen_addrs: HashSet<SocketAddr> =
+            self.peers.values().filter_map(|p| p.listen_addr).collect();
+        let mut candidates: Vec<SocketAddr> = self
+            .addrs
+            .iter()
+            .filter(|(a, s)| {
+                !s.connected && s.next_try.is_none_or(|t| now >= t) && !listen_addrs.contains(a)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        candidates.sort();
+        for addr in candidates {
+            if room == 0 {
+                break;
+            }
+            let state = self.addrs.get_mut(&addr).unwrap();
+            state.connected = true;
+            state.next_try = Some(now + CONNECT_RETRY_MIN);
+            self.outputs.push_back(Output::Connect(addr));
+            room -= 1;
+        }
+    }
+
+    /// The oldest sequence number still of interest to this node.
+    fn window_floor(&self) -> u64 {
+        match (&self.playout, self.store.first_seq()) {
+            (Some(p), first) => p.cursor().or(first).unwrap_or(0),
+            (None, first) => first.unwrap_or(0),
+        }
+    }
+
+    fn evict(&mut self) {
+        let keep_from = self.playout.as_ref().and_then(|p| p.cursor());
+        let start = self.store.evict(keep_from);
+        // A receiver still needs pieces from its cursor on, held or not.
+        let floor = start.min(keep_from.unwrap_or(u64::MAX));
+        self.known.forget_below(floor);
+        for p in self.peers.values_mut() {
+            p.prune_below(floor);
+        }
+    }
+
+    fn ban(&mut self, id: PeerId, reason: String) {
+        if let Some(p) = self.peers.get(&id) {
+            tracing::warn!(peer = %p.addr, %reason, "banning peer");
+            if let Some(remote) = p.remote_id {
+                self.banned_ids.insert(remote);
+            }
+            if let Some(listen) = p.listen_addr {
+                self.banned_addrs.insert(listen);
+                self.addrs.remove(&listen);
+            }
+            self.stats.peers_banned += 1;
+        }
+        self.close(id, reason);
+    }
+
+    fn close(&mut self, id: PeerId, reason: String) {
+        if let Some(p) = self.peers.remove(&id) {
+            // Send what is queued first (e.g. a polite goodbye is just the close itself).
+            if !p.outbox.is_empty() {
+                self.outputs.push_back(Output::Transmit {
+                    peer: id,
+                    data: p.outbox.clone().freeze(),
+                });
+            }
+            self.outputs
+                .push_back(Output::Disconnect { peer: id, reason });
+            self.forget_peer_state(id, &p);
+        }
+    }
+
+    fn forget_peer_state(&mut self, id: PeerId, p: &Peer) {
+        for seq in p.requested.keys() {
+            if self.inflight.get(seq) == Some(&id) {
+                self.inflight.remove(seq);
+            }
+        }
+        for addr in [Some(p.addr), p.listen_addr].into_iter().flatten() {
+            if let Some(state) = self.addrs.get_mut(&addr) {
+                state.connected = false;
+                state
+                    .next_try
+                    .get_or_insert(p.connected_at + CONNECT_RETRY_MIN);
+            }
+        }
+        if self.optimistic == Some(id) {
+            self.optimistic = None;
+        }
+    }
+
+    fn flush(&mut self) {
+        self.flush_inner(None);
+    }
+
+    fn flush_at(&mut self, now: Instant) {
+        self.flush_inner(Some(now));
+    }
+
+    fn flush_inner(&mut self, now: Option<Instant>) {
+        let mut ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.outbox.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            let p = self.peers.get_mut(&id).unwrap();
+            let data = p.outbox.split().freeze();
+            if let Some(now) = now {
+                p.last_sent = now;
+            }
+            self.outputs.push_back(Output::Transmit { peer: id, data });
+        }
+    }
+}
+
+fn have_entry(p: &SignedPiece) -> HaveEntry {
+    let h = p.header();
+    HaveEntry {
+        seq: h.seq,
+        timestamp_us: h.timestamp_us,
+        flags: h.flags,
+    }
+}
+
+fn send_live(p: &mut Peer, msg: LiveMessage) {
+    wire::encode(&Message::Live(msg), p.live_id, &mut p.outbox);
+}

@@ -1,0 +1,107 @@
+//! Which pieces to request next, and from whom.
+//!
+//! Live order: pieces close to their playback deadline first and in order; further ahead the
+//! rarest first; never a piece that is already past its deadline while something newer is held
+//! (playout will skip it). The injector is asked only when no other peer can serve.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::swarm::peer::{Peer, PeerId};
+use crate::swarm::playout::Playout;
+use crate::swarm::store::{Known, Store};
+
+/// Requests outstanding to one peer at most; more only queue up behind its upload limit.
+pub const MAX_REQUESTS_PER_PEER: usize = 6;
+/// Requests outstanding in total at most.
+pub const MAX_INFLIGHT: usize = 48;
+/// How far ahead of the output cursor a receiver fetches, in pieces.
+pub const MAX_AHEAD: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub seq: u64,
+    pub urgent: bool,
+}
+
+/// What the picker looks at: a read-only view of the core's state.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub now: Instant,
+    pub playout: Option<&'a Playout>,
+    pub store: &'a Store,
+    pub known: &'a Known,
+    pub peers: &'a BTreeMap<PeerId, Peer>,
+    pub inflight: &'a HashMap<u64, PeerId>,
+}
+
+/// Pieces worth requesting now, best first. `from` is the first sequence number of interest.
+pub fn wanted(v: &View, from: u64, urgent_within: Duration) -> Vec<Want> {
+    let View {
+        now,
+        playout,
+        store,
+        known,
+        peers,
+        inflight,
+    } = *v;
+    let mut urgent = Vec::new();
+    let mut rest = Vec::new();
+    let newest_held = store.newest().map(|p| p.seq());
+    for (seq, _meta) in known.range_from(from).take(MAX_AHEAD) {
+        if store.contains(seq) || inflight.contains_key(&seq) {
+            continue;
+        }
+        let due = playout.and_then(|p| p.due(seq, known));
+        if let (Some(due), Some(newest)) = (due, newest_held)
+            && due <= now
+            && newest > seq
+        {
+            continue; // past its deadline: playout skips it
+        }
+        let is_urgent = match due {
+            None => playout.is_some(), // before the first output everything is urgent
+            Some(due) => due <= now + urgent_within,
+        };
+        if is_urgent {
+            urgent.push(Want { seq, urgent: true });
+        } else {
+            let holders = peers.values().filter(|p| p.haves.contains(&seq)).count();
+            rest.push((holders, Want { seq, urgent: false }));
+        }
+    }
+    rest.sort_by_key(|(holders, w)| (*holders, w.seq));
+    urgent.extend(rest.into_iter().map(|(_, w)| w));
+    urgent
+}
+
+/// The peer to ask for `want`: one that holds it, is not choking us, has room for another
+/// request and did not fail it before. The injector only when nobody else can.
+pub fn choose_peer(
+    want: Want,
+    now: Instant,
+    peers: &BTreeMap<PeerId, Peer>,
+    rng: &mut impl Rng,
+) -> Option<PeerId> {
+    let mut best: Option<(PeerId, (bool, u64, u32))> = None;
+    for (&id, p) in peers {
+        if !p.is_active()
+            || p.peer_choking
+            || !p.haves.contains(&want.seq)
+            || p.requested.len() >= MAX_REQUESTS_PER_PEER
+            || p.refuses(want.seq, now)
+        {
+            continue;
+        }
+        // Lower is better: not the source, then the soonest expected answer (requests already
+        // waiting times the peer's response time), then chance.
+        let expected = (p.requested.len() as u64 + 1) * p.srtt_us.unwrap_or(50_000);
+        let key = (p.is_source, expected, rng.random());
+        if best.as_ref().is_none_or(|(_, k)| key < *k) {
+            best = Some((id, key));
+        }
+    }
+    best.map(|(id, _)| id)
+}

@@ -1,0 +1,119 @@
+//! Counters and the status snapshot a node reports (`GET /status`).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::swarm::{Role, Swarm};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Joining,
+    Buffering,
+    Playing,
+    Stalled,
+    Ended,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub pieces_received: u64,
+    pub pieces_rejected: u64,
+    pub pieces_emitted: u64,
+    pub pieces_sent: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    pub duplicates: u64,
+    pub unrequested: u64,
+    pub request_timeouts: u64,
+    pub peers_banned: u64,
+}
+
+/// What the core knows about itself. The driver adds wall-clock figures (`lag_ms`) and
+/// its own (`bytes_in`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SwarmStatus {
+    pub role: Role,
+    pub state: State,
+    pub infohash: String,
+    pub peers: usize,
+    pub newest_seq: Option<u64>,
+    pub hook_seq: Option<u64>,
+    pub output_seq: Option<u64>,
+    /// Injector timestamp of the newest piece output (for `lag_ms`).
+    #[serde(skip)]
+    pub output_timestamp_us: Option<u64>,
+    pub pieces_received: u64,
+    pub pieces_missed: u64,
+    pub pieces_late: u64,
+    pub pieces_rejected: u64,
+    pub pieces_emitted: u64,
+    pub pieces_held: usize,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    pub duplicates: u64,
+    pub request_timeouts: u64,
+    pub peers_banned: u64,
+    pub startup_ms: Option<u64>,
+    pub continuity: f64,
+    pub ended: bool,
+}
+
+pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
+    let c = &s.stats;
+    let newest = s
+        .store
+        .newest()
+        .map(|p| p.seq())
+        .or(s.known.newest().map(|(seq, _)| seq));
+    let eos_held = s.eos_seq.is_some_and(|e| s.store.contains(e));
+    let (state, ended) = match (&s.playout, s.config.role) {
+        (Some(p), _) => {
+            let state = if p.ended {
+                State::Ended
+            } else if p.hook_seq().is_none() {
+                State::Joining
+            } else if p.first_output_at.is_none() {
+                State::Buffering
+            } else if p.is_stalled() {
+                State::Stalled
+            } else {
+                State::Playing
+            };
+            (state, p.ended)
+        }
+        (None, Role::Injector) if eos_held => (State::Ended, true),
+        (None, Role::Injector) => (State::Playing, false),
+        (None, _) if eos_held => (State::Ended, true),
+        (None, _) if s.store.is_empty() => (State::Joining, false),
+        (None, _) => (State::Playing, false),
+    };
+    let playout = s.playout.as_ref();
+    SwarmStatus {
+        role: s.config.role,
+        state,
+        infohash: s.config.info_hash.hex(),
+        peers: s.peers.values().filter(|p| p.is_active()).count(),
+        newest_seq: newest,
+        hook_seq: playout.and_then(|p| p.hook_seq()).or(s.seed_from),
+        output_seq: playout.and_then(|p| p.last_output.map(|(seq, _)| seq)),
+        output_timestamp_us: playout.and_then(|p| p.last_output.map(|(_, ts)| ts)),
+        pieces_received: c.pieces_received,
+        pieces_missed: playout.map_or(0, |p| p.missed),
+        pieces_late: playout.map_or(0, |p| p.late),
+        pieces_rejected: c.pieces_rejected,
+        pieces_emitted: c.pieces_emitted,
+        pieces_held: s.store.len(),
+        bytes_down: c.bytes_down,
+        bytes_up: c.bytes_up,
+        duplicates: c.duplicates,
+        request_timeouts: c.request_timeouts,
+        peers_banned: c.peers_banned,
+        startup_ms: playout
+            .and_then(|p| p.first_output_at)
+            .map(|t| t.saturating_duration_since(s.started).as_millis() as u64),
+        continuity: playout.map_or(1.0, |p| p.continuity()),
+        ended,
+    }
+}
