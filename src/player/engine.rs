@@ -333,7 +333,11 @@ impl Engine {
                         .src()
                         .map(|s| s.path_string().to_string())
                         .unwrap_or_default();
-                    failure = Some((src, format!("{}", e.error()), e.debug().map(|s| s.to_string())));
+                    failure = Some((
+                        src,
+                        format!("{}", e.error()),
+                        e.debug().map(|s| s.to_string()),
+                    ));
                     break;
                 }
                 gst::MessageView::Eos(_) => {
@@ -398,7 +402,9 @@ impl Engine {
         let fresh = last_frame.is_some_and(|t| now.duration_since(t) < STALE);
         let state = self.state(fresh, last_frame.is_some());
         let allowed = !self.controller_state || state == SlateState::Playing;
-        self.shared.picture_allowed.store(allowed, Ordering::Relaxed);
+        self.shared
+            .picture_allowed
+            .store(allowed, Ordering::Relaxed);
         let want_picture = allowed && fresh;
         let showing = match lock(&self.shared.display).as_mut() {
             Some(ctl) => {
@@ -415,7 +421,10 @@ impl Engine {
             st.showing = showing;
             st.state = state;
         }
-        if self.ips_at.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
+        if self
+            .ips_at
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+        {
             self.ips = local_addresses();
             self.ips_at = Some(now);
         }

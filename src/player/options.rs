@@ -200,7 +200,9 @@ mod tests {
         assert!("kms:x".parse::<VideoSink>().is_err());
         assert!("tv".parse::<VideoSink>().is_err());
         assert_eq!(
-            "alsa:hdmi:CARD=vc4hdmi0,DEV=0".parse::<AudioSink>().unwrap(),
+            "alsa:hdmi:CARD=vc4hdmi0,DEV=0"
+                .parse::<AudioSink>()
+                .unwrap(),
             AudioSink::Alsa(Some("hdmi:CARD=vc4hdmi0,DEV=0".into()))
         );
         assert_eq!("alsa".parse::<AudioSink>().unwrap(), AudioSink::Alsa(None));

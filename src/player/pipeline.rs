@@ -288,9 +288,7 @@ pub(crate) fn build_decode(cfg: DecodeConfig, shared: Arc<Shared>) -> Result<Dec
                     .structure(0)
                     .and_then(|s| s.get::<i32>("layer").ok())
                     .unwrap_or(3);
-                if cfg.audio_sink == AudioSink::None
-                    || have_audio.swap(true, Ordering::SeqCst)
-                {
+                if cfg.audio_sink == AudioSink::None || have_audio.swap(true, Ordering::SeqCst) {
                     link_discard(&pipeline, pad)
                 } else {
                     link_audio(&pipeline, pad, mpegversion, layer, &cfg, &shared)
@@ -444,11 +442,7 @@ fn link_video(
                 gst::PadProbeReturn::Ok
             });
     }
-    add_and_link(
-        pipeline,
-        pad,
-        &[queue, parse, filter, dec, sink.upcast()],
-    )
+    add_and_link(pipeline, pad, &[queue, parse, filter, dec, sink.upcast()])
 }
 
 fn link_audio(
@@ -508,8 +502,7 @@ fn link_audio(
                                 codec: codec.clone(),
                                 channels: s.and_then(|s| s.get::<i32>("channels").ok()).unwrap_or(0)
                                     as u32,
-                                rate: s.and_then(|s| s.get::<i32>("rate").ok()).unwrap_or(0)
-                                    as u32,
+                                rate: s.and_then(|s| s.get::<i32>("rate").ok()).unwrap_or(0) as u32,
                                 buffers: 0,
                             });
                         }

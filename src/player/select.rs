@@ -62,8 +62,8 @@ fn hardware_rank(codec: VideoCodec, name: &str) -> Option<u8> {
     let suffix = format!("{}dec", codec.name());
     let mid = name.strip_prefix("v4l2")?.strip_suffix(suffix.as_str())?;
     match mid {
-        "" => Some(0),           // stateful, first device
-        "sl" => Some(2),         // stateless, first device
+        "" => Some(0),   // stateful, first device
+        "sl" => Some(2), // stateless, first device
         m if m.starts_with("sl") => Some(3),
         m if m.starts_with("video") && m[5..].chars().all(|c| c.is_ascii_digit()) => Some(1),
         _ => None,
@@ -167,11 +167,10 @@ mod tests {
             "v4l2h264dec",
             "avdec_h264",
         ];
-        let order: Vec<_> =
-            decoder_candidates(VideoCodec::H264, &list, DecoderPref::Auto, &none())
-                .into_iter()
-                .map(|c| c.element)
-                .collect();
+        let order: Vec<_> = decoder_candidates(VideoCodec::H264, &list, DecoderPref::Auto, &none())
+            .into_iter()
+            .map(|c| c.element)
+            .collect();
         assert_eq!(
             order,
             [

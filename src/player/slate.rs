@@ -95,7 +95,8 @@ pub fn local_addresses() -> Vec<IpAddr> {
             } else {
                 continue;
             };
-            let link_local_v6 = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            let link_local_v6 =
+                matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
             if ip.is_loopback() || link_local_v6 || out.contains(&ip) {
                 continue;
             }
@@ -133,7 +134,15 @@ mod tests {
             assert!(t.contains(want), "{want:?} missing in {t:?}");
         }
         let long = "x".repeat(10_000);
-        let t = slate_text(&long, "", &SlateInfo { buffer_fill: f32::NAN, ..Default::default() }, &[]);
+        let t = slate_text(
+            &long,
+            "",
+            &SlateInfo {
+                buffer_fill: f32::NAN,
+                ..Default::default()
+            },
+            &[],
+        );
         assert!(t.len() < 400);
         assert!(t.contains("Buffer: 0%"));
     }
