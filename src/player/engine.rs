@@ -19,9 +19,10 @@ use super::{PlayerInput, Shared, lock, select};
 
 /// No new frame for this long: the slate replaces the frozen picture.
 const STALE: Duration = Duration::from_millis(1000);
-/// Data that arrives after the picture has been stale this long starts a fresh decode
-/// pipeline (the stream may have restarted with new timestamps; the old clock is off).
-const RESTART_AFTER: Duration = Duration::from_millis(1500);
+/// Data that arrives after the picture has been stale this long (the slate shows) starts a
+/// fresh decode pipeline: the stream may have restarted with new timestamps, and after a
+/// stall the old pipeline's clock has run ahead of the stream.
+const RESTART_AFTER: Duration = STALE;
 /// A decode pipeline fed data but without a frame for this long is stuck.
 const STUCK: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(40);

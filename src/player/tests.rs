@@ -209,6 +209,10 @@ async fn fresh_snapshot(h: &PlayerHandle, path: &Path) -> (f64, f64, f64) {
         s.snapshots_written >= n + 2
     })
     .await;
+    // For a look by eye: NORDLYS_KEEP_SNAPSHOTS=DIR keeps a copy of each one checked.
+    if let Some(dir) = std::env::var_os("NORDLYS_KEEP_SNAPSHOTS") {
+        let _ = std::fs::copy(path, Path::new(&dir).join(format!("snapshot-{n}.png")));
+    }
     png_summary(path)
 }
 
