@@ -154,10 +154,13 @@ impl Engine {
         self.display = None;
     }
 
+    /// Take input now? Not while the queue is full, nor while backing off after a decode
+    /// failure (the producer's `try_send` then drops and counts).
     fn can_accept(&self) -> bool {
-        self.decode
-            .as_ref()
-            .is_none_or(|d| d.appsrc.current_level_bytes() < self.opts.max_buffered_bytes)
+        match &self.decode {
+            Some(d) => d.appsrc.current_level_bytes() < self.opts.max_buffered_bytes,
+            None => Instant::now() >= self.decode_retry,
+        }
     }
 
     fn handle(&mut self, input: PlayerInput) {
@@ -359,24 +362,32 @@ impl Engine {
         let chosen = lock(&d.chosen).clone();
         if let Some((src, err, detail)) = failure {
             tracing::debug!(?detail, "decode error detail");
+            let mut hw_failed = false;
             if src.contains("vdec")
                 && let Some(c) = chosen.filter(|c| c.hardware)
             {
                 tracing::warn!(decoder = %c.element, "hardware decoder failed; trying the next one");
                 self.failed.insert(c.element);
+                hw_failed = true;
             }
             self.decode_failed(format!("decode: {err} ({src})"));
+            if hw_failed {
+                // Another decoder is to be tried: no reason to wait.
+                self.decode_retry = now;
+            }
         } else if frames == 0
             && d.bytes_in > 0
             && !d.eos
             && now.duration_since(d.built) > STUCK
             && d.appsrc.current_level_bytes() == 0
         {
-            if let Some(c) = chosen.filter(|c| c.hardware) {
+            let hardware = chosen.filter(|c| c.hardware);
+            self.decode_failed("decode: no picture from the data received".to_string());
+            if let Some(c) = hardware {
                 tracing::warn!(decoder = %c.element, "hardware decoder gives no frames; trying the next one");
                 self.failed.insert(c.element);
+                self.decode_retry = now;
             }
-            self.decode_failed("decode: no picture from the data received".to_string());
         }
     }
 

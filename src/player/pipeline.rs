@@ -442,7 +442,25 @@ fn link_video(
                 gst::PadProbeReturn::Ok
             });
     }
-    add_and_link(pipeline, pad, &[queue, parse, filter, dec, sink.upcast()])
+    if let Err(e) = add_and_link(
+        pipeline,
+        pad,
+        &[queue, parse, filter, dec.clone(), sink.upcast()],
+    ) {
+        // A decoder that cannot even be set up (missing device, unsupported caps) fails
+        // like one that breaks at runtime: the error comes from it, so the player moves on
+        // to the next candidate.
+        if dec.parent().is_some() {
+            gst::element_error!(
+                dec,
+                gst::CoreError::Negotiation,
+                ("decoder {} cannot be used: {:#}", choice.element, e)
+            );
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn link_audio(

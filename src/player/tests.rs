@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::*;
+use gstreamer::prelude::*;
 
 const FPS: u64 = 30;
 
@@ -68,6 +69,8 @@ fn headless(snapshot: Option<(PathBuf, Duration)>) -> PlayerOptions {
         venue: "Hall 1".into(),
         channel_capacity: 32,
         max_buffered_bytes: 1024 * 1024,
+        // Software: the fake hardware decoder registered by one test must not disturb others.
+        decoder: DecoderPref::Software,
         ..Default::default()
     }
 }
@@ -350,5 +353,39 @@ async fn test_pattern_input_makes_playable_ts() {
     assert!(total.chunks(188).any(|p| pid(p) == pmt_pid));
     assert_eq!(input.error(), None);
     drop(input);
+    h.stop();
+}
+
+/// A "hardware" decoder that fails is marked failed and the pipeline is rebuilt with the
+/// next candidate. The failing decoder is a fakesink registered under a V4L2 decoder name
+/// (it has no source pad, like a V4L2 device that cannot be set up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_hardware_decoder_falls_back_to_software() {
+    let Some(path) = media("h264", 4) else {
+        return;
+    };
+    gst::init().unwrap();
+    let fake_type = gst::ElementFactory::find("fakesink")
+        .and_then(|f| f.load().ok())
+        .map(|f| f.element_type())
+        .unwrap();
+    gst::Element::register(None, "v4l2video99h264dec", gst::Rank::NONE, fake_type).unwrap();
+    let h = Player::start(PlayerOptions {
+        decoder: DecoderPref::Auto,
+        ..headless(None)
+    })
+    .unwrap();
+    let tx = h.sender();
+    // Twice: the data fed to the failed pipeline is lost, the second copy plays.
+    feed(&tx, &path).await;
+    feed(&tx, &path).await;
+    let st = wait_for(&h, Duration::from_secs(15), "picture from software", |s| {
+        s.frames_rendered > 30
+    })
+    .await;
+    eprintln!("fallback: {}", serde_json::to_string(&st).unwrap());
+    assert_eq!(st.decoder.as_deref(), Some("avdec_h264"));
+    assert!(st.pipeline_restarts >= 1);
+    assert!(st.last_error.unwrap().contains("v4l2video99h264dec"));
     h.stop();
 }

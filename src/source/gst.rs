@@ -146,7 +146,7 @@ pub fn spawn_gst_input(
                         match tx.try_send(bytes) {
                             Ok(()) => Ok(gst::FlowSuccess::Ok),
                             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                                if dropped.fetch_add(1, Ordering::Relaxed) % 100 == 0 {
+                                if dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(100) {
                                     tracing::warn!("TS consumer is behind; dropping input");
                                 }
                                 Ok(gst::FlowSuccess::Ok)
