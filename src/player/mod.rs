@@ -280,7 +280,7 @@ impl Player {
             picture_allowed: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             lost: AtomicBool::new(false),
-            max_display_bytes: 64 * 1024 * 1024,
+            max_display_bytes: 16 * 1024 * 1024,
         });
         let (tx, rx) = tokio::sync::mpsc::channel(opts.channel_capacity.max(1));
         let stop = Arc::new(tokio::sync::Notify::new());

@@ -389,3 +389,36 @@ async fn failing_hardware_decoder_falls_back_to_software() {
     assert!(st.last_error.unwrap().contains("v4l2video99h264dec"));
     h.stop();
 }
+
+/// Skipped pieces: a `Gap` makes the demuxer resync (DISCONT) and the decoder wait for the
+/// next keyframe; the pipeline is not restarted and the picture does not give way to the slate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_resyncs_without_restart() {
+    let Some(path) = media("h264", 8) else {
+        return;
+    };
+    let h = Player::start(headless(None)).unwrap();
+    let tx = h.sender();
+    let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
+    let packets = data.len() / 188;
+    // Keep 0..40 %, lose 40..45 % (about 0.4 s), keep the rest.
+    let (a, b) = (packets * 40 / 100 * 188, packets * 45 / 100 * 188);
+    for part in [data.slice(..a), data.slice(b..)] {
+        for chunk in part.chunks(188 * 64) {
+            tx.send(PlayerInput::Data(part.slice_ref(chunk)))
+                .await
+                .unwrap();
+        }
+        tx.send(PlayerInput::Gap).await.unwrap();
+    }
+    tx.send(PlayerInput::End).await.unwrap();
+    let st = wait_for(&h, Duration::from_secs(30), "end of stream", |s| {
+        s.state == SlateState::Ended
+    })
+    .await;
+    eprintln!("gap: {}", serde_json::to_string(&st).unwrap());
+    assert_eq!(st.pipeline_restarts, 0);
+    // 240 frames less about 12 lost and up to a GOP (30) waiting for the keyframe.
+    assert!(st.frames_rendered >= 190, "{} frames", st.frames_rendered);
+    h.stop();
+}
