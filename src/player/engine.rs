@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::options::{PlayerOptions, VideoSink, resolve_auto_video_sink};
+use super::options::{AudioSink, PlayerOptions, VideoSink, resolve_auto_video_sink};
 use super::pipeline::{Decode, DecodeConfig, Display, build_decode, build_display};
 use super::slate::{SlateInfo, SlateState, local_addresses, slate_text};
 use super::{PlayerInput, Shared, lock, select};
@@ -362,6 +362,13 @@ impl Engine {
         let chosen = lock(&d.chosen).clone();
         if let Some((src, err, detail)) = failure {
             tracing::debug!(?detail, "decode error detail");
+            if (src.contains("audiosink") || src.contains("adec"))
+                && !matches!(self.opts.audio_sink, AudioSink::Fake | AudioSink::None)
+            {
+                // A broken audio output must not keep the picture away: go on without sound.
+                tracing::warn!("audio output failed; continuing without sound");
+                self.opts.audio_sink = AudioSink::Fake;
+            }
             let mut hw_failed = false;
             if src.contains("vdec")
                 && let Some(c) = chosen.filter(|c| c.hardware)
@@ -370,8 +377,9 @@ impl Engine {
                 self.failed.insert(c.element);
                 hw_failed = true;
             }
+            let audio_only = src.contains("audiosink") || src.contains("adec");
             self.decode_failed(format!("decode: {err} ({src})"));
-            if hw_failed {
+            if hw_failed || audio_only {
                 // Another decoder is to be tried: no reason to wait.
                 self.decode_retry = now;
             }

@@ -208,9 +208,11 @@ impl PlayerSender {
     pub fn try_send(&self, input: PlayerInput) -> bool {
         match self.tx.try_send(input) {
             Ok(()) => true,
-            Err(_) => {
+            Err(e) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                self.shared.lost.store(true, Ordering::Relaxed);
+                if matches!(e.into_inner(), PlayerInput::Data(_) | PlayerInput::Gap) {
+                    self.shared.lost.store(true, Ordering::Relaxed);
+                }
                 false
             }
         }

@@ -291,7 +291,12 @@ pub(crate) fn build_decode(cfg: DecodeConfig, shared: Arc<Shared>) -> Result<Dec
                 if cfg.audio_sink == AudioSink::None || have_audio.swap(true, Ordering::SeqCst) {
                     link_discard(&pipeline, pad)
                 } else {
-                    link_audio(&pipeline, pad, mpegversion, layer, &cfg, &shared)
+                    // Sound is secondary: without it the picture still plays.
+                    link_audio(&pipeline, pad, mpegversion, layer, &cfg, &shared).or_else(|e| {
+                        tracing::warn!("audio disabled: {e:#}");
+                        shared.set_error(format!("audio disabled: {e:#}"));
+                        link_discard(&pipeline, pad)
+                    })
                 }
             } else {
                 tracing::debug!(caps = %name, "ignoring stream");

@@ -422,3 +422,27 @@ async fn gap_resyncs_without_restart() {
     assert!(st.frames_rendered >= 190, "{} frames", st.frames_rendered);
     h.stop();
 }
+
+/// An audio output that cannot work (here: ALSA device that does not exist, or no alsasink
+/// at all) costs the sound, never the picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_audio_output_keeps_the_picture() {
+    let Some(path) = media("h264", 4) else {
+        return;
+    };
+    let h = Player::start(PlayerOptions {
+        audio_sink: AudioSink::Alsa(Some("hw:CARD=nosuchcard,DEV=7".into())),
+        ..headless(None)
+    })
+    .unwrap();
+    let tx = h.sender();
+    feed(&tx, &path).await;
+    feed(&tx, &path).await;
+    let st = wait_for(&h, Duration::from_secs(15), "picture without sound", |s| {
+        s.frames_rendered > 30
+    })
+    .await;
+    eprintln!("broken audio: {}", serde_json::to_string(&st).unwrap());
+    assert!(st.last_error.is_some());
+    h.stop();
+}
