@@ -2,3 +2,6 @@
 //! integration. Thin glue around the other layers; see `docs/APPLIANCE.md`.
 
 pub mod config;
+pub mod leds;
+pub mod logging;
+pub mod systemd;
