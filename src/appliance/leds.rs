@@ -96,7 +96,7 @@ pub fn level_at(pattern: Pattern, t: Duration) -> bool {
         Pattern::Solid => true,
         p => {
             let half = p.half_period().expect("blink").as_millis();
-            (t.as_millis() / half) % 2 == 0
+            (t.as_millis() / half).is_multiple_of(2)
         }
     }
 }
