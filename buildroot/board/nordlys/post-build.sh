@@ -5,6 +5,9 @@ set -eu
 
 TARGET_DIR="$1"
 
+# overlay/README.md documents the overlay; it does not belong in the image.
+rm -f "${TARGET_DIR}/README.md"
+
 # Mount point of the SD card's FAT partition (boot.mount, read-only).
 mkdir -p "${TARGET_DIR}/boot"
 
