@@ -8,5 +8,9 @@ fn main() -> std::process::ExitCode {
     };
     let (ok, report) = nordlys::appliance::config::check_config(std::path::Path::new(&path));
     print!("{report}");
-    if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }
