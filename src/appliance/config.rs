@@ -1,0 +1,1040 @@
+//! The appliance's one configuration file, `nordlys.toml`.
+//!
+//! The venue technician edits it on the SD card's FAT partition (`/boot/nordlys.toml`); the
+//! image also carries a documented example at `/etc/nordlys/nordlys.toml`, which is the
+//! fallback when the boot partition has none.
+//!
+//! Checking collects *every* problem it can find, each with line and column:
+//! 1. TOML syntax (the parser stops at the first syntax error, so that one is reported alone);
+//! 2. schema: every key is deserialized on its own into its section's type
+//!    (`#[serde(deny_unknown_fields)]`), so one unknown key or wrong type does not hide the
+//!    next; bad keys are dropped and the rest is kept;
+//! 3. meaning: ranges, addresses, URLs, LED pins (see [`Config::validate`]).
+//!
+//! Positions come from `toml::Spanned` (byte ranges) mapped to line:column.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// Where the receiver looks for its configuration, in order.
+pub const BOOT_CONFIG_PATH: &str = "/boot/nordlys.toml";
+/// Fallback inside the (read-only) root filesystem.
+pub const ETC_CONFIG_PATH: &str = "/etc/nordlys/nordlys.toml";
+
+/// Latency bounds (milliseconds) accepted for `stream.target_latency_ms`.
+pub const LATENCY_RANGE_MS: std::ops::RangeInclusive<u32> = 200..=60_000;
+/// Largest BCM GPIO number on the 40-pin header (rppal backend).
+pub const MAX_HEADER_GPIO: u32 = 27;
+/// Refuse to even read files bigger than this: a config file is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The configuration search path: `/boot/nordlys.toml`, then `/etc/nordlys/nordlys.toml`.
+pub fn default_paths() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from(BOOT_CONFIG_PATH),
+        PathBuf::from(ETC_CONFIG_PATH),
+    ]
+}
+
+/// The file to read: `override_path` if given, else the first of [`default_paths`] that
+/// exists, else `None`.
+pub fn resolve_path(override_path: Option<&Path>) -> Option<PathBuf> {
+    match override_path {
+        Some(p) => Some(p.to_path_buf()),
+        None => default_paths().into_iter().find(|p| p.exists()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema
+// ---------------------------------------------------------------------------------------------
+
+/// The whole `nordlys.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Venue name shown on the on-screen slate.
+    pub venue: String,
+    /// Log filter: a level (`error`..`trace`) or an `EnvFilter` directive list.
+    pub log_level: String,
+    /// Address of the local status HTTP endpoint; `None` disables it.
+    pub status_address: Option<SocketAddr>,
+    pub stream: StreamConfig,
+    pub network: NetworkConfig,
+    pub video: VideoConfig,
+    pub audio: AudioConfig,
+    pub leds: LedConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            venue: String::new(),
+            log_level: "info".into(),
+            status_address: None,
+            stream: StreamConfig::default(),
+            network: NetworkConfig::default(),
+            video: VideoConfig::default(),
+            audio: AudioConfig::default(),
+            leds: LedConfig::default(),
+        }
+    }
+}
+
+/// `[stream]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// A `.torrent` path, an `http(s)://` URL of one, or a `magnet:?` link. Required.
+    pub source: Option<String>,
+    /// How far behind the live edge playback runs.
+    pub target_latency_ms: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            source: None,
+            target_latency_ms: 2000,
+        }
+    }
+}
+
+/// What `stream.source` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    TorrentFile(PathBuf),
+    TorrentUrl(url::Url),
+    Magnet(String),
+}
+
+impl StreamSource {
+    /// Classify and check a `stream.source` string.
+    pub fn parse(s: &str) -> Result<StreamSource, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(
+                "is empty; expected a .torrent path, an http(s) URL or a magnet link".into(),
+            );
+        }
+        if let Some(rest) = s.strip_prefix("magnet:") {
+            let ok = rest.starts_with('?') && rest.contains("xt=urn:btih:");
+            return if ok {
+                Ok(StreamSource::Magnet(s.to_string()))
+            } else {
+                Err(
+                    "is not a valid magnet link; expected `magnet:?xt=urn:btih:<infohash>...`"
+                        .into(),
+                )
+            };
+        }
+        if s.contains("://") {
+            let u = url::Url::parse(s).map_err(|e| format!("is not a valid URL ({e})"))?;
+            return match u.scheme() {
+                "http" | "https" => Ok(StreamSource::TorrentUrl(u)),
+                other => Err(format!(
+                    "has unsupported URL scheme `{other}`; expected http or https"
+                )),
+            };
+        }
+        Ok(StreamSource::TorrentFile(PathBuf::from(s)))
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// TCP port for incoming peer connections.
+    pub listen_port: u16,
+    /// Upload limit in kbit/s; 0 means unlimited.
+    pub upload_limit_kbps: u32,
+    /// Peers to always connect to, `host:port`.
+    pub static_peers: Vec<String>,
+    /// Extra tracker announce URLs (http, https or udp).
+    pub trackers: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            listen_port: 6881,
+            upload_limit_kbps: 0,
+            static_peers: vec![],
+            trackers: vec![],
+        }
+    }
+}
+
+/// `video.sink`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoSink {
+    #[default]
+    Auto,
+    Kms,
+    Window,
+    Fake,
+}
+
+/// `video.decoder`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderChoice {
+    #[default]
+    Auto,
+    Hardware,
+    Software,
+}
+
+/// `[video]`
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    pub sink: VideoSink,
+    /// DRM connector name such as `HDMI-A-1`; `None` = first connected.
+    pub connector: Option<String>,
+    pub decoder: DecoderChoice,
+}
+
+/// `audio.device`: `auto`, `alsa`, `alsa:DEVICE`, `fake` or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AudioDevice {
+    #[default]
+    Auto,
+    /// ALSA; `None` = ALSA's default device.
+    Alsa(Option<String>),
+    Fake,
+    None,
+}
+
+impl std::str::FromStr for AudioDevice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(AudioDevice::Auto),
+            "alsa" => Ok(AudioDevice::Alsa(None)),
+            "fake" => Ok(AudioDevice::Fake),
+            "none" => Ok(AudioDevice::None),
+            _ => match s.strip_prefix("alsa:") {
+                Some(dev) if !dev.trim().is_empty() => Ok(AudioDevice::Alsa(Some(dev.to_string()))),
+                _ => Err(format!(
+                    "invalid audio device `{s}`, expected `auto`, `alsa`, `alsa:DEVICE` (e.g. `alsa:hdmi:CARD=vc4hdmi0,DEV=0`), `fake` or `none`"
+                )),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AudioDevice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// `[audio]`
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub device: AudioDevice,
+}
+
+/// `leds.backend`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedBackendKind {
+    #[default]
+    Auto,
+    Rppal,
+    Gpiocdev,
+    Sysfs,
+    None,
+}
+
+/// One LED: a GPIO number (rppal: BCM number; gpiocdev: offset on the header chip) or a
+/// name (gpiocdev: GPIO line name; sysfs: `/sys/class/leds/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedLine {
+    Pin(u32),
+    Name(String),
+}
+
+impl fmt::Display for LedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedLine::Pin(p) => write!(f, "GPIO{p}"),
+            LedLine::Name(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LedLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LedLine;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a GPIO number or a GPIO line / LED name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<LedLine, E> {
+                u32::try_from(v)
+                    .map(LedLine::Pin)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<LedLine, E> {
+                u32::try_from(v)
+                    .map(LedLine::Pin)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LedLine, E> {
+                Ok(LedLine::Name(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[leds.rgb]`: one RGB LED instead of three single LEDs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RgbLed {
+    pub red: LedLine,
+    pub green: LedLine,
+    pub blue: LedLine,
+}
+
+/// `[leds]`
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedConfig {
+    pub backend: LedBackendKind,
+    /// The LEDs light when the line is driven low.
+    pub active_low: bool,
+    /// gpiocdev only: label of the GPIO chip for numeric lines (default: the Pi header chip,
+    /// found by label `pinctrl-bcm2711`, `pinctrl-bcm2835` or `pinctrl-rp1`).
+    pub chip: Option<String>,
+    pub power: Option<LedLine>,
+    pub network: Option<LedLine>,
+    pub stream: Option<LedLine>,
+    pub rgb: Option<RgbLed>,
+}
+
+impl LedConfig {
+    /// All configured lines with their dotted key path.
+    pub fn lines(&self) -> Vec<(String, &LedLine)> {
+        let mut v = Vec::new();
+        for (k, l) in [
+            ("power", &self.power),
+            ("network", &self.network),
+            ("stream", &self.stream),
+        ] {
+            if let Some(l) = l {
+                v.push((format!("leds.{k}"), l));
+            }
+        }
+        if let Some(rgb) = &self.rgb {
+            for (k, l) in [
+                ("red", &rgb.red),
+                ("green", &rgb.green),
+                ("blue", &rgb.blue),
+            ] {
+                v.push((format!("leds.rgb.{k}"), l));
+            }
+        }
+        v
+    }
+}
+
+impl Config {
+    /// The classified stream source, if present and valid.
+    pub fn stream_source(&self) -> Option<StreamSource> {
+        self.stream
+            .source
+            .as_deref()
+            .and_then(|s| StreamSource::parse(s).ok())
+    }
+
+    /// Semantic checks. Each problem is `(dotted key path, message)`.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut err = |k: &str, m: String| errs.push((k.to_string(), m));
+
+        if self.venue.chars().count() > 80 {
+            err("venue", "is longer than 80 characters".into());
+        }
+        if self.venue.chars().any(char::is_control) {
+            err("venue", "contains control characters".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
+            err(
+                "log_level",
+                format!(
+                    "`{}` is not a valid log filter ({e}); expected error, warn, info, debug or trace",
+                    self.log_level
+                ),
+            );
+        }
+        match &self.stream.source {
+            None => err(
+                "stream.source",
+                "is missing; expected a .torrent path, an http(s) URL or a magnet link".into(),
+            ),
+            Some(s) => {
+                if let Err(e) = StreamSource::parse(s) {
+                    err("stream.source", e);
+                }
+            }
+        }
+        if !LATENCY_RANGE_MS.contains(&self.stream.target_latency_ms) {
+            err(
+                "stream.target_latency_ms",
+                format!(
+                    "{} is out of range; expected {}..={} milliseconds",
+                    self.stream.target_latency_ms,
+                    LATENCY_RANGE_MS.start(),
+                    LATENCY_RANGE_MS.end()
+                ),
+            );
+        }
+        if self.network.listen_port == 0 {
+            err(
+                "network.listen_port",
+                "0 is not allowed; expected a port 1..=65535".into(),
+            );
+        }
+        for (i, p) in self.network.static_peers.iter().enumerate() {
+            if let Err(e) = check_host_port(p) {
+                err(&format!("network.static_peers[{i}]"), e);
+            }
+        }
+        for (i, t) in self.network.trackers.iter().enumerate() {
+            match url::Url::parse(t) {
+                Ok(u) if matches!(u.scheme(), "http" | "https" | "udp") && u.host().is_some() => {}
+                Ok(u) => err(
+                    &format!("network.trackers[{i}]"),
+                    format!(
+                        "`{t}` has scheme `{}` or no host; expected an http, https or udp tracker URL",
+                        u.scheme()
+                    ),
+                ),
+                Err(e) => err(
+                    &format!("network.trackers[{i}]"),
+                    format!("`{t}` is not a URL ({e})"),
+                ),
+            }
+        }
+        if let Some(c) = &self.video.connector {
+            let ok = !c.is_empty()
+                && c.len() <= 32
+                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
+            if !ok {
+                err(
+                    "video.connector",
+                    format!("`{c}` is not a DRM connector name; expected e.g. HDMI-A-1"),
+                );
+            }
+        }
+        let leds = &self.leds;
+        if leds.rgb.is_some()
+            && (leds.power.is_some() || leds.network.is_some() || leds.stream.is_some())
+        {
+            err("leds.rgb", "cannot be combined with leds.power/network/stream; configure either one RGB LED or up to three LEDs".into());
+        }
+        let lines = leds.lines();
+        for (key, line) in &lines {
+            match (leds.backend, line) {
+                (LedBackendKind::Rppal | LedBackendKind::Auto, LedLine::Pin(p))
+                    if *p > MAX_HEADER_GPIO =>
+                {
+                    err(
+                        key,
+                        format!(
+                            "GPIO {p} is out of range; expected a BCM GPIO number 0..={MAX_HEADER_GPIO}"
+                        ),
+                    )
+                }
+                (LedBackendKind::Rppal, LedLine::Name(n)) => err(
+                    key,
+                    format!(
+                        "`{n}` is a name, but the rppal backend needs a BCM GPIO number 0..={MAX_HEADER_GPIO}"
+                    ),
+                ),
+                (LedBackendKind::Sysfs, LedLine::Pin(p)) => err(
+                    key,
+                    format!(
+                        "{p} is a number, but the sysfs backend needs an LED name from /sys/class/leds"
+                    ),
+                ),
+                (LedBackendKind::Gpiocdev, LedLine::Pin(p)) if *p > 1023 => err(
+                    key,
+                    format!("line offset {p} is out of range; expected 0..=1023"),
+                ),
+                (_, LedLine::Name(n))
+                    if n.is_empty() || n.contains('/') || n == "." || n == ".." =>
+                {
+                    err(key, format!("`{n}` is not a valid line/LED name"))
+                }
+                _ => {}
+            }
+        }
+        for (i, (ka, a)) in lines.iter().enumerate() {
+            if lines[..i].iter().any(|(_, b)| b == a) {
+                err(ka, format!("{a} is used for two LEDs"));
+            }
+        }
+        if leds.backend == LedBackendKind::Sysfs && leds.chip.is_some() {
+            err("leds.chip", "only applies to the gpiocdev backend".into());
+        }
+        errs
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || {
+        format!("`{s}` is not `host:port`; expected e.g. `192.0.2.10:6881` or `[2001:db8::1]:6881`")
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if port == 0 || !host_ok {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors with positions
+// ---------------------------------------------------------------------------------------------
+
+/// One problem in a config file. `line`/`column` are 1-based; 0 means "not in the file"
+/// (e.g. the file could not be read, or a required key is absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path (`network.trackers[1]`), empty for syntax / file errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}, column {}: ", self.line, self.column)?;
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}` {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {}: {e}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut off = offset.min(text.len());
+    while !text.is_char_boundary(off) {
+        off -= 1;
+    }
+    let before = &text[..off];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..off].chars().count() + 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Span tree: the same document, remembering where every key and value is
+// ---------------------------------------------------------------------------------------------
+
+/// A parsed document that remembers where every key and value is (from `toml_edit`, which
+/// keeps spans; `toml::Spanned` cannot span implicit tables such as `[a.b]` without `[a]`).
+#[derive(Debug)]
+struct Node {
+    span: Option<Range<usize>>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// (key, key span, value)
+    Table(Vec<(String, Option<Range<usize>>, Node)>),
+    Array(Vec<Node>),
+    Leaf,
+}
+
+impl Node {
+    fn from_table(t: &toml_edit::Table) -> Node {
+        let entries = t
+            .iter()
+            .map(|(k, item)| {
+                (
+                    k.to_string(),
+                    t.key(k).and_then(|k| k.span()),
+                    Node::from_item(item),
+                )
+            })
+            .collect();
+        Node {
+            span: t.span(),
+            kind: Kind::Table(entries),
+        }
+    }
+
+    fn from_item(item: &toml_edit::Item) -> Node {
+        match item {
+            toml_edit::Item::Table(t) => Node::from_table(t),
+            toml_edit::Item::Value(v) => Node::from_value(v),
+            toml_edit::Item::ArrayOfTables(a) => Node {
+                span: a.span(),
+                kind: Kind::Array(a.iter().map(Node::from_table).collect()),
+            },
+            toml_edit::Item::None => Node {
+                span: None,
+                kind: Kind::Leaf,
+            },
+        }
+    }
+
+    fn from_value(v: &toml_edit::Value) -> Node {
+        let kind = match v {
+            toml_edit::Value::Array(a) => Kind::Array(a.iter().map(Node::from_value).collect()),
+            toml_edit::Value::InlineTable(t) => Kind::Table(
+                t.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            t.key(k).and_then(|k| k.span()),
+                            Node::from_value(v),
+                        )
+                    })
+                    .collect(),
+            ),
+            _ => Kind::Leaf,
+        };
+        Node {
+            span: v.span(),
+            kind,
+        }
+    }
+
+    fn entry(&self, key: &str) -> Option<&(String, Option<Range<usize>>, Node)> {
+        match &self.kind {
+            Kind::Table(v) => v.iter().find(|(k, _, _)| k == key),
+            _ => None,
+        }
+    }
+
+    /// The value's span; for an implicit table (no header of its own), its first key's.
+    fn value_span(&self) -> Option<Range<usize>> {
+        self.span.clone().or_else(|| match &self.kind {
+            Kind::Table(v) => v
+                .first()
+                .and_then(|(_, ks, n)| ks.clone().or_else(|| n.value_span())),
+            _ => None,
+        })
+    }
+}
+
+/// Split `a.b[3].c` into segments.
+fn path_segments(path: &str) -> Vec<Result<&str, usize>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            out.push(Ok(name));
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse() {
+                out.push(Err(i));
+            }
+        }
+    }
+    out
+}
+
+/// Span of the value at `path`, or of the deepest existing ancestor (for missing keys).
+fn locate(root: &Node, path: &str) -> Option<Range<usize>> {
+    let mut node = root;
+    let mut best = None;
+    for seg in path_segments(path) {
+        let next = match (seg, &node.kind) {
+            (Ok(k), _) => node.entry(k).map(|(_, _, v)| v),
+            (Err(i), Kind::Array(a)) => a.get(i),
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                node = n;
+                best = n.value_span().or(best);
+            }
+            None => return best,
+        }
+    }
+    best
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking
+// ---------------------------------------------------------------------------------------------
+
+type Checker = fn(toml::Value) -> Result<(), String>;
+
+fn check_as<T: DeserializeOwned>(v: toml::Value) -> Result<(), String> {
+    T::deserialize(v)
+        .map(|_| ())
+        .map_err(|e| e.message().to_string())
+}
+
+/// The type that each table path deserializes into.
+fn checker_for(path: &str) -> Option<Checker> {
+    Some(match path {
+        "" => check_as::<Config>,
+        "stream" => check_as::<StreamConfig>,
+        "network" => check_as::<NetworkConfig>,
+        "video" => check_as::<VideoConfig>,
+        "audio" => check_as::<AudioConfig>,
+        "leds" => check_as::<LedConfig>,
+        "leds.rgb" => check_as::<RgbLed>,
+        _ => return None,
+    })
+}
+
+struct Checker2<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker2<'_> {
+    fn push(&mut self, span: Option<Range<usize>>, key: &str, message: String) {
+        let (line, column) = span.map_or((0, 0), |s| line_col(self.text, s.start));
+        self.errors.push(ConfigError {
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// Check every key of `table` (at `path`, described by `node`) on its own; remove the bad
+    /// ones so the rest can still be used.
+    fn walk(&mut self, path: &str, table: &mut toml::Table, node: &Node, check: Checker) {
+        let keys: Vec<String> = table.keys().cloned().collect();
+        // Does this table type have required keys? Then checking one key alone reports the
+        // others as missing; the caller checks the table as a whole afterwards.
+        let has_required = check(toml::Value::Table(toml::Table::new())).is_err();
+        for key in keys {
+            let full = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let entry = node.entry(&key);
+            let mut single = toml::Table::new();
+            single.insert(key.clone(), table[&key].clone());
+            let Err(msg) = check(toml::Value::Table(single)) else {
+                continue;
+            };
+            if has_required && msg.starts_with("missing field") {
+                continue;
+            }
+            // A known sub-table: descend, so each bad key inside gets its own position.
+            if let (Some(sub_check), Some(toml::Value::Table(sub)), Some((_, _, sub_node))) =
+                (checker_for(&full), table.get_mut(&key), entry)
+            {
+                self.walk(&full, sub, sub_node, sub_check);
+                let mut single = toml::Table::new();
+                single.insert(key.clone(), table[&key].clone());
+                match check(toml::Value::Table(single)) {
+                    Ok(()) => continue,
+                    Err(msg) => {
+                        let msg = match msg.strip_prefix("missing field ") {
+                            Some(field) => format!("is missing key {field}"),
+                            None => format!("is invalid: {msg}"),
+                        };
+                        self.push(entry.and_then(|(_, _, v)| v.value_span()), &full, msg);
+                        table.remove(&key);
+                        continue;
+                    }
+                }
+            }
+            let unknown = msg.starts_with("unknown field");
+            let span = entry.and_then(|(_, ks, v)| {
+                if unknown {
+                    ks.clone().or_else(|| v.value_span())
+                } else {
+                    v.value_span()
+                }
+            });
+            let msg = if unknown {
+                match msg.split_once(", ") {
+                    Some((_, expected)) => format!("is an unknown key; {expected}"),
+                    None => "is an unknown key".to_string(),
+                }
+            } else {
+                format!("has the wrong type or value: {msg}")
+            };
+            self.push(span, &full, msg);
+            table.remove(&key);
+        }
+    }
+}
+
+/// The outcome of reading a config: the best-effort config (bad keys dropped, defaults in
+/// their place) and every problem found.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub config: Config,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Check config text; never panics, whatever the input.
+pub fn check_str(text: &str) -> Checked {
+    let mut c = Checker2 {
+        text,
+        errors: Vec::new(),
+    };
+    let mut table = match toml::from_str::<toml::Table>(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!("TOML syntax error: {}", e.message().trim());
+            c.push(e.span(), "", msg);
+            return Checked {
+                config: Config::default(),
+                errors: c.errors,
+            };
+        }
+    };
+    let root = match toml_edit::ImDocument::parse(text) {
+        Ok(doc) => Node::from_table(doc.as_table()),
+        Err(e) => {
+            c.push(
+                e.span(),
+                "",
+                format!("TOML syntax error: {}", e.message().trim()),
+            );
+            return Checked {
+                config: Config::default(),
+                errors: c.errors,
+            };
+        }
+    };
+    c.walk("", &mut table, &root, check_as::<Config>);
+    let config = match Config::deserialize(toml::Value::Table(table)) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // Should not happen: every key was checked alone above.
+            c.push(Some(0..0), "", e.message().to_string());
+            return Checked {
+                config: Config::default(),
+                errors: c.errors,
+            };
+        }
+    };
+    // Keys already reported keep their defaults; don't report those defaults again.
+    let reported: Vec<String> = c.errors.iter().map(|e| e.key.clone()).collect();
+    for (key, msg) in config.validate() {
+        if reported.iter().any(|r| {
+            key == *r || key.starts_with(&format!("{r}.")) || key.starts_with(&format!("{r}["))
+        }) {
+            continue;
+        }
+        c.push(locate(&root, &key), &key, msg);
+    }
+    c.errors.sort_by_key(|e| (e.line == 0, e.line, e.column));
+    Checked {
+        config,
+        errors: c.errors,
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    let fail = |message: String| ConfigErrors {
+        path: path.to_path_buf(),
+        errors: vec![ConfigError {
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message,
+        }],
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "is {} bytes; a config file may be at most {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_col(
+            &String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]),
+            usize::MAX,
+        );
+        ConfigErrors {
+            path: path.to_path_buf(),
+            errors: vec![ConfigError {
+                line,
+                column,
+                key: String::new(),
+                message: "is not valid UTF-8 text".into(),
+            }],
+        }
+    })
+}
+
+/// Parse config text. `origin` only names the source in errors.
+pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
+    let checked = check_str(text);
+    if checked.errors.is_empty() {
+        Ok(checked.config)
+    } else {
+        Err(ConfigErrors {
+            path: origin.to_path_buf(),
+            errors: checked.errors,
+        })
+    }
+}
+
+/// Read and fully check a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    parse_str(&read_text(path)?, path)
+}
+
+/// What the receiver starts with. A bad config never stops the receiver (which would make
+/// systemd restart it in a loop): it starts in the error state instead and shows the errors
+/// on the slate and LEDs, with the best-effort config (bad keys replaced by defaults) so the
+/// LEDs and video output still work where they can.
+#[derive(Debug, Clone)]
+pub enum Startup {
+    Ready {
+        path: PathBuf,
+        config: Config,
+    },
+    Error {
+        config: Config,
+        errors: ConfigErrors,
+    },
+}
+
+impl Startup {
+    pub fn config(&self) -> &Config {
+        match self {
+            Startup::Ready { config, .. } | Startup::Error { config, .. } => config,
+        }
+    }
+}
+
+/// Find, read and check the config for the receiver; never fails.
+pub fn load_for_receiver(override_path: Option<&Path>) -> Startup {
+    let Some(path) = resolve_path(override_path) else {
+        return Startup::Error {
+            config: Config::default(),
+            errors: ConfigErrors {
+                path: PathBuf::from(BOOT_CONFIG_PATH),
+                errors: vec![ConfigError {
+                    line: 0,
+                    column: 0,
+                    key: String::new(),
+                    message: format!(
+                        "no config file found (looked for {BOOT_CONFIG_PATH} and {ETC_CONFIG_PATH})"
+                    ),
+                }],
+            },
+        };
+    };
+    let text = match read_text(&path) {
+        Ok(t) => t,
+        Err(errors) => {
+            return Startup::Error {
+                config: Config::default(),
+                errors,
+            };
+        }
+    };
+    let checked = check_str(&text);
+    if checked.errors.is_empty() {
+        Startup::Ready {
+            path,
+            config: checked.config,
+        }
+    } else {
+        Startup::Error {
+            config: checked.config,
+            errors: ConfigErrors {
+                path,
+                errors: checked.errors,
+            },
+        }
+    }
+}
+
+/// `nordlys check-config PATH`: returns whether the file is valid and a human report
+/// listing every problem with line and column.
+pub fn check_config(path: &Path) -> (bool, String) {
+    match load(path) {
+        Ok(cfg) => {
+            let source = match cfg.stream_source() {
+                Some(StreamSource::TorrentFile(p)) => format!("torrent file {}", p.display()),
+                Some(StreamSource::TorrentUrl(u)) => format!("torrent URL {u}"),
+                Some(StreamSource::Magnet(_)) => "magnet link".to_string(),
+                None => "-".into(),
+            };
+            (
+                true,
+                format!(
+                    "{}: OK (stream: {source}; target latency {} ms; LEDs: {:?})\n",
+                    path.display(),
+                    cfg.stream.target_latency_ms,
+                    cfg.leds.backend
+                ),
+            )
+        }
+        Err(errs) => (false, format!("{errs}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
