@@ -1,4 +1,0 @@
-//! Command line.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
-}

@@ -1,0 +1,263 @@
+//! The `nordlys` command line: one binary for every role.
+
+mod demo;
+mod receive;
+mod roles;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::player::{AudioSink, DecoderPref, VideoSink};
+use crate::source::input::Pace;
+
+/// When the process started: `startup_ms` and `first_frame_ms` count from here.
+pub fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "nordlys", version, about = "Live streaming over BitTorrent")]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a RUST_LOG directive list).
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new injector key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a live torrent for an injector key.
+    Create {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Tracker announce URL (repeatable).
+        #[arg(long = "tracker")]
+        trackers: Vec<String>,
+        /// Largest piece payload in bytes (a multiple of 188).
+        #[arg(long, default_value_t = crate::torrent::DEFAULT_PIECE_LENGTH)]
+        piece_size: u32,
+        /// Seconds of stream that peers keep behind the newest piece.
+        #[arg(long, default_value_t = crate::torrent::DEFAULT_WINDOW_SECS)]
+        window: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Cut an MPEG-TS stream into signed pieces and feed the swarm.
+    Inject(InjectArgs),
+    /// Add upload capacity to a swarm.
+    Seed(SeedArgs),
+    /// Join a swarm and play the stream or write it out.
+    Receive(Box<ReceiveArgs>),
+    /// Run the built-in HTTP tracker.
+    Tracker {
+        #[arg(long, default_value = "0.0.0.0:6969")]
+        listen: SocketAddr,
+    },
+    /// Check a receiver config file; prints every problem with line and column.
+    CheckConfig { path: PathBuf },
+    /// Tracker, injector on a test pattern, seedbox and receiver in one process.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SwarmArgs {
+    #[arg(long)]
+    pub torrent: PathBuf,
+    /// Address to accept peers on (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// A peer to connect to (repeatable), besides those the trackers name.
+    #[arg(long = "peer")]
+    pub peers: Vec<SocketAddr>,
+    /// Upload limit in kbit/s of piece payload.
+    #[arg(long)]
+    pub upload_limit: Option<u64>,
+    /// Serve JSON status at http://ADDR/status.
+    #[arg(long)]
+    pub status_addr: Option<SocketAddr>,
+    /// Seconds to keep serving peers after the stream ended.
+    #[arg(long)]
+    pub linger: Option<u64>,
+    /// Upload slots (peers served at once).
+    #[arg(long, default_value_t = 40)]
+    pub upload_slots: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+    #[arg(long)]
+    pub key: PathBuf,
+    /// A file, `-` (stdin), `udp://HOST:PORT`, `test-pattern` or `gst:PIPELINE`.
+    #[arg(long)]
+    pub input: String,
+    /// Play a file at the stream's own rate (`pcr`) or as fast as it reads (`none`).
+    #[arg(long, default_value = "pcr")]
+    pub pace: PaceArg,
+    /// A piece is sent at the latest this many milliseconds after its first packet.
+    #[arg(long, default_value_t = 200)]
+    pub flush_ms: u64,
+    /// A seedbox the injector always serves and feeds first (repeatable).
+    #[arg(long = "trusted")]
+    pub trusted: Vec<SocketAddr>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PaceArg {
+    Pcr,
+    None,
+}
+
+impl From<PaceArg> for Pace {
+    fn from(p: PaceArg) -> Pace {
+        match p {
+            PaceArg::Pcr => Pace::Pcr,
+            PaceArg::None => Pace::None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReceiveArgs {
+    /// The live torrent (required unless a config file names the stream).
+    #[arg(long)]
+    pub torrent: Option<PathBuf>,
+    /// `play` (the default), `-` for stdout, or a file path.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Playout buffer in milliseconds: how far behind the newest piece to start.
+    #[arg(long, default_value_t = 2000)]
+    pub latency: u64,
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    #[arg(long = "peer")]
+    pub peers: Vec<SocketAddr>,
+    #[arg(long)]
+    pub upload_limit: Option<u64>,
+    #[arg(long)]
+    pub status_addr: Option<SocketAddr>,
+    #[arg(long)]
+    pub linger: Option<u64>,
+    #[arg(long, default_value_t = 40)]
+    pub upload_slots: usize,
+    /// `auto`, `kms[:CONNECTOR_ID]`, `window` or `fake`.
+    #[arg(long, default_value = "auto")]
+    pub video_sink: VideoSink,
+    /// `auto`, `alsa[:DEVICE]`, `fake` or `none`.
+    #[arg(long, default_value = "auto")]
+    pub audio_sink: AudioSink,
+    /// `auto`, `hardware` or `software`.
+    #[arg(long, default_value = "auto")]
+    pub decoder: DecoderPref,
+    /// Write a PNG of what the screen shows here, every `--snapshot-every` seconds.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    #[arg(long, default_value_t = 2.0)]
+    pub snapshot_every: f64,
+    /// Venue name for the slate.
+    #[arg(long, default_value = "")]
+    pub venue: String,
+    /// Receiver config file (the appliance's nordlys.toml); its settings replace the options.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    process_start();
+    let cli = Cli::parse();
+    if let Command::CheckConfig { path } = &cli.command {
+        let (ok, report) = crate::appliance::config::check_config(path);
+        print!("{report}");
+        if !report.ends_with('\n') {
+            println!();
+        }
+        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    // The appliance's config names its own log level, so it is read before logging starts.
+    let startup = match &cli.command {
+        Command::Receive(args) if args.config.is_some() => {
+            Some(crate::appliance::config::load_for_receiver(args.config.as_deref()))
+        }
+        _ => None,
+    };
+    let log_level = startup.as_ref().map_or(cli.log.clone(), |s| s.config().log_level.clone());
+    crate::appliance::logging::init(&log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nordlys: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command, startup));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nordlys: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    command: Command,
+    startup: Option<crate::appliance::config::Startup>,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Keygen { out } => {
+            let key = crate::keys::generate()?;
+            crate::keys::write(&out, &key)?;
+            println!("public key {}", crate::keys::public_hex(&key.verifying_key()));
+            Ok(())
+        }
+        Command::Create { key, name, trackers, piece_size, window, out } => {
+            let key = crate::keys::read(&key)?;
+            let bytes = crate::torrent::LiveTorrent::create(
+                &name,
+                &key.verifying_key(),
+                piece_size,
+                window,
+                &trackers,
+            )?;
+            let torrent = crate::torrent::LiveTorrent::parse(&bytes)?;
+            std::fs::write(&out, &bytes)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            println!("infohash {}", torrent.info_hash);
+            println!("{}", torrent.magnet());
+            Ok(())
+        }
+        Command::Inject(args) => roles::inject(args).await,
+        Command::Seed(args) => roles::seed(args).await,
+        Command::Receive(args) => receive::receive(*args, startup).await,
+        Command::Tracker { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            println!("tracker on http://{}/announce", listener.local_addr()?);
+            crate::net::tracker_server::serve(listener, Default::default()).await
+        }
+        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::Demo(args) => demo::demo(args).await,
+    }
+}

@@ -1,0 +1,291 @@
+//! `nordlys receive`: join a swarm, then play the stream or write it out.
+//!
+//! With `--config` (the appliance) the settings come from `nordlys.toml`; a bad config never
+//! exits (systemd would restart us in a loop): the slate and the LEDs show the error instead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::appliance::config::Startup;
+use crate::appliance::leds;
+use crate::cli::ReceiveArgs;
+use crate::cli::roles::{self, NodeSetup};
+use crate::net::node::NodeStatus;
+use crate::player::{Player, PlayerHandle, PlayerInput, PlayerOptions, SlateInfo, SlateState};
+use crate::swarm::{Delivery, Role, State};
+use crate::torrent::LiveTorrent;
+
+enum Output {
+    Play,
+    Stdout,
+    File(PathBuf),
+}
+
+pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow::Result<()> {
+    let appliance = startup.is_some();
+    let (led_tx, led_rx) = watch::channel(leds::Status::Booting);
+    if let Some(startup) = &startup {
+        start_leds(startup, led_rx);
+        spawn_watchdog();
+        match startup {
+            Startup::Ready { config, .. } => apply_config(&mut args, config)?,
+            Startup::Error { config, errors } => {
+                return show_config_error(&args, config, &errors.to_string(), led_tx).await;
+            }
+        }
+    }
+    let Some(torrent_path) = args.torrent.clone() else {
+        bail!("--torrent is required (or --config naming the stream)");
+    };
+    let torrent = match LiveTorrent::read(&torrent_path) {
+        Ok(t) => t,
+        Err(e) if appliance => {
+            let config = startup.as_ref().unwrap().config();
+            return show_config_error(&args, config, &format!("{e:#}"), led_tx).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let output = match args.output.as_deref() {
+        None | Some("play") => Output::Play,
+        Some("-") => Output::Stdout,
+        Some(path) => Output::File(PathBuf::from(path)),
+    };
+    let (tx, rx) = mpsc::channel::<Delivery>(1024);
+    let player = match output {
+        Output::Play => Some(start_player(&args, &torrent.name)?),
+        _ => None,
+    };
+    let mut setup = NodeSetup {
+        role: Role::Receiver,
+        torrent,
+        listen: args.listen,
+        peers: args.peers.clone(),
+        upload_limit_kbit: args.upload_limit,
+        status_addr: args.status_addr,
+        linger: Duration::from_secs(args.linger.unwrap_or(3)),
+        latency: Duration::from_millis(args.latency),
+        trusted: Vec::new(),
+        upload_slots: args.upload_slots,
+        status_extra: None,
+    };
+    if let Some(p) = &player {
+        let p = p.clone();
+        setup.status_extra = Some(Arc::new(move || {
+            serde_json::to_value(p.stats()).unwrap_or(serde_json::Value::Null)
+        }));
+    }
+    let running = roles::start(setup, None, Some(tx)).await?;
+    if appliance {
+        let _ = crate::appliance::systemd::notify_ready();
+    }
+    let writer = match (&output, &player) {
+        (Output::Play, Some(p)) => {
+            tokio::spawn(feed_player(rx, running.handles.status.clone(), p.clone(), led_tx))
+        }
+        (Output::Stdout, _) => tokio::spawn(write_out(rx, None)),
+        (Output::File(path), _) => tokio::spawn(write_out(rx, Some(path.clone()))),
+        (Output::Play, None) => unreachable!(),
+    };
+    let last = running.finish().await?;
+    writer.await.context("output task failed")??;
+    eprintln!(
+        "stream ended: output up to piece {:?}, {} missed, continuity {:.4}",
+        last.swarm.output_seq, last.swarm.pieces_missed, last.swarm.continuity
+    );
+    if let Some(p) = player {
+        tokio::task::spawn_blocking(move || drop(p)).await.ok();
+    }
+    Ok(())
+}
+
+fn apply_config(args: &mut ReceiveArgs, c: &crate::appliance::config::Config) -> anyhow::Result<()> {
+    use crate::appliance::config::{self as cfg, StreamSource};
+    match c.stream_source() {
+        Some(StreamSource::TorrentFile(path)) => args.torrent = Some(path),
+        Some(other) => bail!("stream.source {other:?} is not supported yet: use a .torrent file"),
+        None => bail!("stream.source is missing"),
+    }
+    args.latency = c.stream.target_latency_ms as u64;
+    args.listen = std::net::SocketAddr::new([0, 0, 0, 0].into(), c.network.listen_port);
+    if c.network.upload_limit_kbps > 0 {
+        args.upload_limit = Some(c.network.upload_limit_kbps as u64);
+    }
+    for p in &c.network.static_peers {
+        if let Ok(addr) = p.parse() {
+            args.peers.push(addr);
+        }
+    }
+    args.status_addr = c.status_address.or(args.status_addr);
+    args.venue = c.venue.clone();
+    args.video_sink = match c.video.sink {
+        cfg::VideoSink::Auto => crate::player::VideoSink::Auto,
+        cfg::VideoSink::Kms => crate::player::VideoSink::Kms { connector: None },
+        cfg::VideoSink::Window => crate::player::VideoSink::Window,
+        cfg::VideoSink::Fake => crate::player::VideoSink::Fake,
+    };
+    args.decoder = match c.video.decoder {
+        cfg::DecoderChoice::Auto => crate::player::DecoderPref::Auto,
+        cfg::DecoderChoice::Hardware => crate::player::DecoderPref::Hardware,
+        cfg::DecoderChoice::Software => crate::player::DecoderPref::Software,
+    };
+    args.audio_sink = match &c.audio.device {
+        cfg::AudioDevice::Auto => crate::player::AudioSink::Auto,
+        cfg::AudioDevice::Alsa(d) => crate::player::AudioSink::Alsa(d.clone()),
+        cfg::AudioDevice::Fake => crate::player::AudioSink::Fake,
+        cfg::AudioDevice::None => crate::player::AudioSink::None,
+    };
+    args.output = Some("play".into());
+    Ok(())
+}
+
+fn start_player(args: &ReceiveArgs, event: &str) -> anyhow::Result<PlayerRef> {
+    let opts = PlayerOptions {
+        video_sink: args.video_sink.clone(),
+        audio_sink: args.audio_sink.clone(),
+        decoder: args.decoder,
+        snapshot: args
+            .snapshot
+            .clone()
+            .map(|p| (p, Duration::from_secs_f64(args.snapshot_every.max(0.1)))),
+        event_name: event.to_string(),
+        venue: args.venue.clone(),
+        started: crate::cli::process_start(),
+        ..PlayerOptions::default()
+    };
+    Ok(PlayerRef(Arc::new(Player::start(opts)?)))
+}
+
+/// The player shared between the feeder and the status endpoint.
+#[derive(Clone)]
+struct PlayerRef(Arc<PlayerHandle>);
+
+impl PlayerRef {
+    fn stats(&self) -> crate::player::PlayerStats {
+        self.0.stats()
+    }
+}
+
+fn slate_state(state: State) -> SlateState {
+    match state {
+        State::Joining => SlateState::Joining,
+        State::Buffering => SlateState::Buffering,
+        State::Playing => SlateState::Playing,
+        State::Stalled => SlateState::Stalled,
+        State::Ended => SlateState::Ended,
+    }
+}
+
+fn led_status(state: State) -> leds::Status {
+    match state {
+        State::Joining => leds::Status::Joining,
+        State::Buffering => leds::Status::Buffering,
+        State::Playing => leds::Status::Playing,
+        State::Stalled | State::Ended => leds::Status::Stalled,
+    }
+}
+
+/// Hands verified stream to the player, and the node's state to the slate and LEDs.
+async fn feed_player(
+    mut rx: mpsc::Receiver<Delivery>,
+    mut status: watch::Receiver<Option<NodeStatus>>,
+    player: PlayerRef,
+    leds: watch::Sender<leds::Status>,
+) -> anyhow::Result<()> {
+    let sender = player.0.sender();
+    let mut last_slate: Option<SlateInfo> = None;
+    loop {
+        tokio::select! {
+            d = rx.recv() => match d {
+                Some(Delivery::Data { payload, .. }) => { sender.try_send(PlayerInput::Data(payload)); }
+                Some(Delivery::Gap { .. }) => { sender.try_send(PlayerInput::Gap); }
+                Some(Delivery::End) | None => {
+                    sender.try_send(PlayerInput::End);
+                    return Ok(());
+                }
+            },
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let Some(st) = status.borrow_and_update().clone() else { continue };
+                let info = SlateInfo {
+                    state: slate_state(st.swarm.state),
+                    peers: st.swarm.peers as u32,
+                    buffer_fill: 0.0,
+                    error: None,
+                };
+                leds.send_replace(led_status(st.swarm.state));
+                if last_slate.as_ref().is_none_or(|l| l.state != info.state || l.peers != info.peers) {
+                    sender.try_send(PlayerInput::Slate(info.clone()));
+                    last_slate = Some(info);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the verified stream to a file or stdout. Gaps are simply absent bytes: TS
+/// demuxers resynchronise on the next packet.
+async fn write_out(mut rx: mpsc::Receiver<Delivery>, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &path {
+        Some(p) => Box::new(
+            tokio::fs::File::create(p).await.with_context(|| format!("cannot create {}", p.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    while let Some(d) = rx.recv().await {
+        match d {
+            Delivery::Data { payload, .. } => out.write_all(&payload).await?,
+            Delivery::Gap { .. } => {}
+            Delivery::End => break,
+        }
+    }
+    out.flush().await?;
+    Ok(())
+}
+
+fn start_leds(startup: &Startup, status: watch::Receiver<leds::Status>) {
+    match leds::open_backend(&startup.config().leds) {
+        Ok((backend, mode, how)) => {
+            tracing::info!(leds = %how, "status LEDs");
+            tokio::spawn(leds::run(backend, mode, status));
+        }
+        Err(e) => tracing::warn!(error = %e, "no status LEDs"),
+    }
+}
+
+fn spawn_watchdog() {
+    if let Some(interval) = crate::appliance::systemd::watchdog_interval() {
+        tokio::spawn(crate::appliance::systemd::run_watchdog(interval));
+    }
+}
+
+/// The appliance cannot start the stream: show why on the slate and LEDs, and stay up.
+async fn show_config_error(
+    args: &ReceiveArgs,
+    config: &crate::appliance::config::Config,
+    error: &str,
+    leds: watch::Sender<leds::Status>,
+) -> anyhow::Result<()> {
+    tracing::error!(%error, "cannot start the stream");
+    leds.send_replace(leds::Status::Error);
+    let mut a = args.clone();
+    a.venue = config.venue.clone();
+    let _ = apply_config(&mut a, config);
+    let player = start_player(&a, "nordlys")?;
+    player.0.sender().try_send(PlayerInput::Slate(SlateInfo {
+        state: SlateState::Error,
+        peers: 0,
+        buffer_fill: 0.0,
+        error: Some(error.to_string()),
+    }));
+    let _ = crate::appliance::systemd::notify_ready();
+    let _ = crate::appliance::systemd::notify_status(&format!("config error: {error}"));
+    std::future::pending::<()>().await;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Starting a node for each role: listener, trackers, status endpoint, the node loop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cli::{InjectArgs, SeedArgs, SwarmArgs};
+use crate::net::node::{self, InjectorInput, NodeHandles, NodeOptions, NodeStatus};
+use crate::net::status;
+use crate::net::tracker;
+use crate::swarm::{Delivery, Role};
+use crate::torrent::LiveTorrent;
+
+/// Everything a node needs besides its role-specific input and output.
+pub struct NodeSetup {
+    pub role: Role,
+    pub torrent: LiveTorrent,
+    pub listen: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    pub upload_limit_kbit: Option<u64>,
+    pub status_addr: Option<SocketAddr>,
+    pub linger: Duration,
+    pub latency: Duration,
+    pub trusted: Vec<SocketAddr>,
+    pub upload_slots: usize,
+    /// Extra fields for the status endpoint (the player's counters).
+    pub status_extra: Option<status::Extra>,
+}
+
+impl NodeSetup {
+    pub fn from_args(role: Role, args: &SwarmArgs, default_linger: u64) -> anyhow::Result<Self> {
+        Ok(NodeSetup {
+            role,
+            torrent: LiveTorrent::read(&args.torrent)?,
+            listen: args.listen,
+            peers: args.peers.clone(),
+            upload_limit_kbit: args.upload_limit,
+            status_addr: args.status_addr,
+            linger: Duration::from_secs(args.linger.unwrap_or(default_linger)),
+            latency: Duration::from_millis(2000),
+            trusted: Vec::new(),
+            upload_slots: args.upload_slots,
+            status_extra: None,
+        })
+    }
+}
+
+/// A started node: wait for it with `finish`.
+pub struct Running {
+    pub handles: NodeHandles,
+    pub listen: SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<NodeStatus>>,
+    stop_trackers: tokio::sync::watch::Sender<bool>,
+    announcer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn finish(self) -> anyhow::Result<NodeStatus> {
+        let result = self.task.await.context("node task failed")?;
+        let _ = self.stop_trackers.send(true);
+        if let Some(a) = self.announcer {
+            // `stopped` is best effort; do not hang on a dead tracker.
+            let _ = tokio::time::timeout(Duration::from_secs(3), a).await;
+        }
+        result
+    }
+}
+
+pub async fn start(
+    setup: NodeSetup,
+    injector: Option<InjectorInput>,
+    deliveries: Option<mpsc::Sender<Delivery>>,
+) -> anyhow::Result<Running> {
+    if let Some(limit) = setup.upload_limit_kbit
+        && limit == 0
+    {
+        bail!("--upload-limit must be above 0 kbit/s");
+    }
+    let listener = TcpListener::bind(setup.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", setup.listen))?;
+    let listen = listener.local_addr()?;
+    let (peers_tx, peers_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let torrent = setup.torrent.clone();
+    let peer_id = node::new_peer_id();
+    tracing::info!(
+        role = setup.role.name(),
+        infohash = %torrent.info_hash,
+        %listen,
+        "starting"
+    );
+    let opts = NodeOptions {
+        role: setup.role,
+        torrent: setup.torrent,
+        listener,
+        static_peers: setup.peers,
+        upload_limit_bytes: setup.upload_limit_kbit.map(|k| k * 1000 / 8),
+        latency: setup.latency,
+        trusted: setup.trusted,
+        linger: setup.linger,
+        started: crate::cli::process_start(),
+        max_peers: 50,
+        upload_slots: setup.upload_slots,
+        peer_id,
+    };
+    let task = tokio::spawn(node::run(opts, injector, deliveries, peers_rx, ready_tx));
+    let handles = ready_rx.await.context("node failed to start")?;
+
+    let announcer = if torrent.trackers.is_empty() {
+        None
+    } else {
+        let status_rx = handles.status.clone();
+        let base = tracker::Announce {
+            info_hash: torrent.info_hash,
+            peer_id,
+            port: listen.port(),
+            uploaded: 0,
+            downloaded: 0,
+            left: if setup.role == Role::Injector { 0 } else { 1 },
+            event: None,
+            numwant: 50,
+        };
+        let stats = move || {
+            status_rx
+                .borrow()
+                .as_ref()
+                .map(|s| (s.swarm.bytes_up, s.swarm.bytes_down))
+                .unwrap_or((0, 0))
+        };
+        Some(tokio::spawn(tracker::run_announcer(
+            torrent.trackers.clone(),
+            base,
+            stats,
+            peers_tx,
+            stop_rx,
+        )))
+    };
+    if let Some(addr) = setup.status_addr {
+        let l = status::bind(addr).await?;
+        println!("status on http://{}/status", l.local_addr()?);
+        tokio::spawn(status::serve(l, handles.status_requests.clone(), setup.status_extra));
+    }
+    Ok(Running { handles, listen, task, stop_trackers: stop_tx, announcer })
+}
+
+pub async fn inject(args: InjectArgs) -> anyhow::Result<()> {
+    let mut setup = NodeSetup::from_args(Role::Injector, &args.swarm, 10)?;
+    setup.trusted = args.trusted.clone();
+    let key = crate::keys::read(&args.key)?;
+    if key.verifying_key() != setup.torrent.public_key {
+        bail!("the key {} does not match the torrent's public key", args.key.display());
+    }
+    let input = crate::source::input::open(&args.input, args.pace.into()).await?;
+    let (chunks, _guard) = input.into_parts();
+    let injector = InjectorInput { key, chunks, flush_after: Duration::from_millis(args.flush_ms) };
+    let running = start(setup, Some(injector), None).await?;
+    println!("injecting on {}", running.listen);
+    let last = running.finish().await?;
+    println!(
+        "stream ended: {} pieces, {} bytes in, {} bytes uploaded",
+        last.swarm.pieces_emitted,
+        last.bytes_in.unwrap_or(0),
+        last.swarm.bytes_up
+    );
+    Ok(())
+}
+
+pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let setup = NodeSetup::from_args(Role::Seed, &args.swarm, 5)?;
+    let running = start(setup, None, None).await?;
+    println!("seeding on {}", running.listen);
+    let last = running.finish().await?;
+    println!("stream ended: {} bytes uploaded", last.swarm.bytes_up);
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! The tokio driver: runs one [`Swarm`] core on real TCP.
+//!
+//! One task owns the core; nothing else touches it, so there are no locks. Each connection
+//! has a reader task (bytes in, with back-pressure through a bounded channel) and a writer
+//! task (bytes out through a bounded queue; a peer that cannot keep up is disconnected rather
+//! than buffered without limit). The loop feeds the core `(now, event)`, carries out its
+//! outputs, and sleeps until `poll_timeout`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::piece::{FLAG_END_OF_STREAM, FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
+use crate::source::packetizer::{Packetizer, RawPiece};
+use crate::swarm::{Config, Delivery, Output, PeerId, Role, Swarm, SwarmStatus};
+use crate::torrent::LiveTorrent;
+
+/// Bytes queued for one peer's socket at most (about 100 pieces); beyond it the peer is too
+/// slow and is disconnected.
+const WRITE_QUEUE: usize = 128;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_CHUNK: usize = 64 * 1024;
+/// How often subscribers (LEDs, slate) get a fresh status.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// The injector's input side.
+pub struct InjectorInput {
+    pub key: SigningKey,
+    /// MPEG-TS bytes in any alignment; closed at end of input.
+    pub chunks: mpsc::Receiver<Bytes>,
+    pub flush_after: Duration,
+}
+
+pub struct NodeOptions {
+    pub role: Role,
+    pub torrent: LiveTorrent,
+    pub listener: TcpListener,
+    pub static_peers: Vec<SocketAddr>,
+    pub upload_limit_bytes: Option<u64>,
+    pub latency: Duration,
+    pub trusted: Vec<SocketAddr>,
+    /// How long to keep serving after the stream ended.
+    pub linger: Duration,
+    pub started: Instant,
+    pub max_peers: usize,
+    pub upload_slots: usize,
+    pub peer_id: [u8; 20],
+}
+
+/// What a node reports: the core's status plus what only the driver knows.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub swarm: SwarmStatus,
+    /// Now minus the injector timestamp of the newest piece output (receivers).
+    pub lag_ms: Option<u64>,
+    /// Injector: MPEG-TS bytes read from the input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_dropped: Option<u64>,
+    pub output_dropped: u64,
+    pub listen: String,
+}
+
+/// Handles to a running node.
+pub struct NodeHandles {
+    /// Fresh status on request.
+    pub status_requests: mpsc::Sender<oneshot::Sender<NodeStatus>>,
+    /// Status published every 250 ms and on every state change.
+    pub status: watch::Receiver<Option<NodeStatus>>,
+}
+
+enum Event {
+    Inbound(TcpStream, SocketAddr),
+    Connected(SocketAddr, TcpStream),
+    ConnectFailed(SocketAddr),
+    Data(PeerId, Bytes),
+    Closed(PeerId),
+}
+
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+pub fn wall_clock_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// A random peer id: client prefix and 12 random characters.
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-NL0100-000000000000";
+    let mut random = [0u8; 12];
+    let _ = getrandom::fill(&mut random);
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for (slot, r) in id[8..].iter_mut().zip(random) {
+        *slot = ALPHABET[r as usize % ALPHABET.len()];
+    }
+    id
+}
+
+/// Addresses this node can be reached at, so it never dials itself.
+fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = vec![listen];
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        out.push(SocketAddr::new([127, 0, 0, 1].into(), listen.port()));
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for ifa in addrs {
+                if let Some(ip) = ifa.address.as_ref().and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|s| std::net::IpAddr::V4(s.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+                }) {
+                    out.push(SocketAddr::new(ip, listen.port()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs a node until its stream ended and the linger time passed. Deliveries (receivers)
+/// go to `deliveries`; peer lists from trackers arrive on `discovered`.
+pub async fn run(
+    opts: NodeOptions,
+    mut injector: Option<InjectorInput>,
+    deliveries: Option<mpsc::Sender<Delivery>>,
+    mut discovered: mpsc::Receiver<Vec<SocketAddr>>,
+    ready: oneshot::Sender<NodeHandles>,
+) -> anyhow::Result<NodeStatus> {
+    let listen = opts.listener.local_addr()?;
+    let mut config = Config::new(opts.role, opts.torrent.info_hash, opts.torrent.public_key);
+    config.max_payload = opts.torrent.piece_length;
+    config.window = Duration::from_secs(opts.torrent.window_secs as u64);
+    config.latency = opts.latency;
+    config.peer_id = opts.peer_id;
+    config.listen_port = Some(listen.port());
+    config.self_addrs = own_addrs(listen);
+    config.upload_limit = opts.upload_limit_bytes;
+    config.trusted = opts.trusted.clone();
+    config.max_peers = opts.max_peers;
+    config.upload_slots = opts.upload_slots;
+    config.rng_seed = u64::from_le_bytes(config.peer_id[12..20].try_into().unwrap());
+    let start = Instant::now();
+    let mut swarm = Swarm::new(config, start);
+    swarm.add_peer_addrs(start, opts.static_peers.iter().copied());
+
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
+    let (status_req_tx, mut status_req_rx) = mpsc::channel::<oneshot::Sender<NodeStatus>>(16);
+    let (status_tx, status_rx) = watch::channel(None);
+    let _ = ready.send(NodeHandles { status_requests: status_req_tx, status: status_rx });
+
+    // Accept loop.
+    let accept_tx = ev_tx.clone();
+    let listener = opts.listener;
+    let acceptor = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    if accept_tx.send(Event::Inbound(stream, addr)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+
+    let mut conns: HashMap<PeerId, Conn> = HashMap::new();
+    let info_hash = opts.torrent.info_hash;
+    let max_payload = opts.torrent.piece_length as usize;
+    let mut packetizer = injector.as_ref().map(|i| Packetizer::new(max_payload, i.flush_after));
+    // Sequence numbers start at the wall clock in milliseconds, so a restarted injector
+    // continues above its earlier run (at fewer than 1000 pieces a second).
+    let epoch = wall_clock_us() / 1000;
+    let mut next_seq = epoch;
+    let mut input_open = injector.is_some();
+    let mut ended_at: Option<Instant> = None;
+    let mut output_dropped = 0u64;
+    let mut next_status = start;
+    let mut last_state = None;
+
+    let sign = |key: &SigningKey, seq: u64, raw: RawPiece| {
+        let mut flags = 0;
+        if raw.random_access {
+            flags |= FLAG_RANDOM_ACCESS;
+        }
+        let header = PieceHeader { seq, epoch, timestamp_us: raw.timestamp_us, flags, payload_len: 0 };
+        SignedPiece::sign(key, &info_hash, header, &raw.payload)
+    };
+
+    loop {
+        let now = Instant::now();
+        // Carry out what the core asked for.
+        while let Some(out) = swarm.poll_output() {
+            match out {
+                Output::Transmit { peer, data } => {
+                    if let Some(conn) = conns.get(&peer)
+                        && conn.tx.try_send(data).is_err()
+                    {
+                        tracing::info!(peer, "peer cannot keep up with what we send; closing");
+                        if let Some(c) = conns.remove(&peer) {
+                            c.reader.abort();
+                        }
+                        swarm.peer_closed(now, peer);
+                    }
+                }
+                Output::Connect(addr) => {
+                    let tx = ev_tx.clone();
+                    tokio::spawn(async move {
+                        let ev = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                            Ok(Ok(stream)) => Event::Connected(addr, stream),
+                            _ => Event::ConnectFailed(addr),
+                        };
+                        let _ = tx.send(ev).await;
+                    });
+                }
+                Output::Disconnect { peer, reason } => {
+                    tracing::debug!(peer, %reason, "disconnecting");
+                    if let Some(c) = conns.remove(&peer) {
+                        c.reader.abort();
+                        // Dropping the sender lets the writer flush what is queued, then close.
+                    }
+                }
+                Output::Deliver(d) => {
+                    if matches!(d, Delivery::End) {
+                        ended_at.get_or_insert(now);
+                    }
+                    if let Some(tx) = &deliveries
+                        && tx.try_send(d).is_err()
+                    {
+                        output_dropped += 1;
+                    }
+                }
+            }
+        }
+        let status_now = |swarm: &Swarm, packetizer: &Option<Packetizer>| {
+            node_status(swarm, packetizer.as_ref(), output_dropped, listen)
+        };
+        // Publish status periodically and on state changes.
+        {
+            let st = swarm.status(now);
+            if now >= next_status || Some(st.state) != last_state {
+                last_state = Some(st.state);
+                next_status = now + STATUS_EVERY;
+                status_tx.send_replace(Some(status_now(&swarm, &packetizer)));
+            }
+            if st.ended {
+                ended_at.get_or_insert(now);
+            }
+        }
+        if let Some(at) = ended_at
+            && now >= at + opts.linger
+        {
+            break;
+        }
+
+        let mut wake = swarm.poll_timeout().unwrap_or(now + Duration::from_secs(1));
+        if let Some(t) = packetizer.as_ref().and_then(|p| p.poll_timeout()) {
+            wake = wake.min(t);
+        }
+        if let Some(at) = ended_at {
+            wake = wake.min(at + opts.linger);
+        }
+        wake = wake.min(next_status);
+
+        tokio::select! {
+            biased;
+            ev = ev_rx.recv() => {
+                let Some(ev) = ev else { break };
+                let now = Instant::now();
+                match ev {
+                    Event::Inbound(stream, addr) => {
+                        let id = swarm.peer_connected(now, addr, false);
+                        conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
+                    }
+                    Event::Connected(addr, stream) => {
+                        let id = swarm.peer_connected(now, addr, true);
+                        conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
+                    }
+                    Event::ConnectFailed(addr) => swarm.connect_failed(now, addr),
+                    Event::Data(id, data) => {
+                        if conns.contains_key(&id) {
+                            swarm.peer_data(now, id, &data);
+                        }
+                    }
+                    Event::Closed(id) => {
+                        if conns.remove(&id).is_some() {
+                            swarm.peer_closed(now, id);
+                        }
+                    }
+                }
+            }
+            chunk = async { injector.as_mut().unwrap().chunks.recv().await }, if input_open => {
+                let now = Instant::now();
+                let inj = injector.as_ref().unwrap();
+                let p = packetizer.as_mut().unwrap();
+                match chunk {
+                    Some(bytes) => {
+                        for raw in p.push(now, wall_clock_us(), &bytes) {
+                            swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
+                            next_seq += 1;
+                        }
+                    }
+                    None => {
+                        input_open = false;
+                        if let Some(raw) = p.finish() {
+                            swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
+                            next_seq += 1;
+                        }
+                        let eos = PieceHeader {
+                            seq: next_seq,
+                            epoch,
+                            timestamp_us: wall_clock_us(),
+                            flags: FLAG_END_OF_STREAM,
+                            payload_len: 0,
+                        };
+                        swarm.add_local_piece(now, SignedPiece::sign(&inj.key, &info_hash, eos, &[]));
+                        tracing::info!(pieces = next_seq - epoch, "input ended; stream closed");
+                    }
+                }
+            }
+            found = discovered.recv() => {
+                if let Some(addrs) = found {
+                    swarm.add_peer_addrs(Instant::now(), addrs);
+                }
+            }
+            req = status_req_rx.recv() => {
+                if let Some(reply) = req {
+                    let _ = reply.send(status_now(&swarm, &packetizer));
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if let (Some(p), Some(inj)) = (packetizer.as_mut(), injector.as_ref())
+                    && p.poll_timeout().is_some_and(|t| now >= t)
+                    && let Some(raw) = p.handle_timeout(now)
+                {
+                    swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
+                    next_seq += 1;
+                }
+                swarm.handle_timeout(now);
+            }
+        }
+    }
+    acceptor.abort();
+    let last = node_status(&swarm, packetizer.as_ref(), output_dropped, listen);
+    status_tx.send_replace(Some(last.clone()));
+    for (_, c) in conns.drain() {
+        c.reader.abort();
+    }
+    Ok(last)
+}
+
+fn node_status(
+    swarm: &Swarm,
+    packetizer: Option<&Packetizer>,
+    output_dropped: u64,
+    listen: SocketAddr,
+) -> NodeStatus {
+    let s = swarm.status(Instant::now());
+    let lag_ms = s.output_timestamp_us.map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
+    NodeStatus {
+        lag_ms,
+        bytes_in: packetizer.map(|p| p.bytes_in()),
+        bytes_dropped: packetizer.map(|p| p.bytes_dropped()),
+        output_dropped,
+        listen: listen.to_string(),
+        swarm: s,
+    }
+}
+
+fn spawn_conn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Conn {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let closed = events.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if events.send(Event::Data(id, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = closed.send(Event::Closed(id)).await;
+    });
+    tokio::spawn(async move {
+        while let Some(data) = rx.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    Conn { tx, reader }
+}
