@@ -11,10 +11,11 @@ NORDLYS_SITE_METHOD = local
 NORDLYS_LICENSE = MIT or Apache-2.0
 NORDLYS_DEPENDENCIES = gstreamer1 gst1-plugins-base host-pkgconf
 
-# Do not copy build output, sysroots, images or this tree into the build directory.
+# Do not copy build output, sysroots, images, this tree or the board files and
+# rootfs overlay into the build directory.
 NORDLYS_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude=/target --exclude=/.sysroot --exclude=/buildroot \
-	--exclude='*.img'
+	--exclude=/board --exclude=/overlay --exclude='*.img'
 
 # gstreamer-sys finds GStreamer in staging through Buildroot's pkgconf wrapper.
 NORDLYS_CARGO_ENV = PKG_CONFIG_ALLOW_CROSS=1

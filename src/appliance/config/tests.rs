@@ -1,7 +1,7 @@
 use super::*;
 use std::path::Path;
 
-const EXAMPLE: &str = include_str!("../../../buildroot/overlay/etc/nordlys/nordlys.toml");
+const EXAMPLE: &str = include_str!("../../../overlay/etc/nordlys/nordlys.toml");
 
 fn errors(text: &str) -> Vec<ConfigError> {
     check_str(text).errors

@@ -2,19 +2,20 @@
 # Buildroot post-image script for the nordlys receiver: puts nordlys.toml (and an
 # event torrent, if one is given) on the boot partition and assembles sdcard.img.
 #
-# Environment (set by Buildroot): BINARIES_DIR, BUILD_DIR, BR2_EXTERNAL_NORDLYS_PATH.
+# Environment (set by Buildroot): BINARIES_DIR, BUILD_DIR.
 # Optional: NORDLYS_EVENT_TORRENT=/path/to/event.torrent to ship a torrent on the card.
 # scripts/image-smoke-test runs this same script outside Buildroot.
 set -euo pipefail
 
 BOARD_DIR="$(cd "$(dirname "$0")" && pwd)"
-EXTERNAL="${BR2_EXTERNAL_NORDLYS_PATH:-$(cd "${BOARD_DIR}/../.." && pwd)}"
+# board/ and overlay/ sit side by side at the top of the repository.
+OVERLAY_DIR="$(cd "${BOARD_DIR}/../overlay" && pwd)"
 : "${BINARIES_DIR:?BINARIES_DIR must be set}"
 GENIMAGE_CFG="${BINARIES_DIR}/genimage.cfg"
 GENIMAGE_TMP="${BUILD_DIR:-${BINARIES_DIR}}/genimage.tmp"
 
 # The venue technician's config file, on the FAT partition.
-cp "${EXTERNAL}/overlay/etc/nordlys/nordlys.toml" "${BINARIES_DIR}/nordlys.toml"
+cp "${OVERLAY_DIR}/etc/nordlys/nordlys.toml" "${BINARIES_DIR}/nordlys.toml"
 if [ -n "${NORDLYS_EVENT_TORRENT:-}" ]; then
 	cp "${NORDLYS_EVENT_TORRENT}" "${BINARIES_DIR}/event.torrent"
 fi
