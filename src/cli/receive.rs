@@ -93,6 +93,7 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     };
     let last = running.finish().await?;
     writer.await.context("output task failed")??;
+    roles::print_final(&last);
     eprintln!(
         "stream ended: output up to piece {:?}, {} missed, continuity {:.4}",
         last.swarm.output_seq, last.swarm.pieces_missed, last.swarm.continuity

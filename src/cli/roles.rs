@@ -161,6 +161,7 @@ pub async fn inject(args: InjectArgs) -> anyhow::Result<()> {
     let running = start(setup, Some(injector), None).await?;
     println!("injecting on {}", running.listen);
     let last = running.finish().await?;
+    print_final(&last);
     println!(
         "stream ended: {} pieces, {} bytes in, {} bytes uploaded",
         last.swarm.pieces_emitted,
@@ -175,6 +176,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let running = start(setup, None, None).await?;
     println!("seeding on {}", running.listen);
     let last = running.finish().await?;
+    print_final(&last);
     println!("stream ended: {} bytes uploaded", last.swarm.bytes_up);
     Ok(())
+}
+
+/// The last status as one JSON line on stderr, for operators' logs and the tests.
+pub fn print_final(status: &NodeStatus) {
+    if let Ok(json) = serde_json::to_string(status) {
+        eprintln!("final status {json}");
+    }
 }
