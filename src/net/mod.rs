@@ -1,1 +1,8 @@
-//! TODO
+//! The tokio side of nordlys: everything that touches sockets and clocks.
+//!
+//! - `tracker`: BEP 3 HTTP announce client (BEP 23 compact peers, BEP 7 `peers6`) and the
+//!   announce loop that feeds peer lists to the swarm driver.
+//! - `tracker_server`: the built-in HTTP tracker behind `nordlys tracker --listen ADDR`.
+
+pub mod tracker;
+pub mod tracker_server;
