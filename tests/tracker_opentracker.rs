@@ -41,15 +41,29 @@ async fn two_peers_see_each_other_through_opentracker() {
     // opentracker lists the announcing peer too; what matters is that the other one is there.
     assert!(r.peers.contains(&local(7101)), "b sees a: {:?}", r.peers);
     assert!(r.interval >= std::time::Duration::from_secs(5));
-    let r = announce(&client, &url, &Announce { event: None, ..a.clone() })
-        .await
-        .unwrap();
+    let r = announce(
+        &client,
+        &url,
+        &Announce {
+            event: None,
+            ..a.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert!(r.peers.contains(&local(7102)), "a sees b: {:?}", r.peers);
 
     // `stopped` removes b.
-    announce(&client, &url, &Announce { event: Some(Event::Stopped), ..b })
-        .await
-        .unwrap();
+    announce(
+        &client,
+        &url,
+        &Announce {
+            event: Some(Event::Stopped),
+            ..b
+        },
+    )
+    .await
+    .unwrap();
     let r = announce(&client, &url, &Announce { event: None, ..a })
         .await
         .unwrap();

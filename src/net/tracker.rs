@@ -198,7 +198,9 @@ async fn fetch_bounded(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, T
 pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     let value = bdecode(body).map_err(TrackerError::Malformed)?;
     let Value::Dict(_) = value else {
-        return Err(TrackerError::Malformed("top level is not a dictionary".into()));
+        return Err(TrackerError::Malformed(
+            "top level is not a dictionary".into(),
+        ));
     };
     if let Some(reason) = value.get(b"failure reason") {
         let text = match reason {
@@ -248,7 +250,11 @@ pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
                 }
             }
         }
-        Some(_) => return Err(TrackerError::Malformed("peers is neither string nor list".into())),
+        Some(_) => {
+            return Err(TrackerError::Malformed(
+                "peers is neither string nor list".into(),
+            ));
+        }
         None => {}
     }
     if let Some(Value::Bytes(compact6)) = value.get(b"peers6") {
@@ -669,7 +675,10 @@ mod tests {
             "{u}"
         );
         assert!(u.ends_with("&event=started#frag"), "{u}");
-        assert!(u.contains("&port=6881&") && u.contains("&compact=1&"), "{u}");
+        assert!(
+            u.contains("&port=6881&") && u.contains("&compact=1&"),
+            "{u}"
+        );
         let u = announce_url("http://t.example/a", &Announce { event: None, ..a }).unwrap();
         assert!(u.starts_with("http://t.example/a?info_hash="), "{u}");
         assert!(!u.contains("event="), "{u}");
@@ -729,7 +738,10 @@ mod tests {
     #[test]
     fn failure_reason_and_clamping() {
         let e = parse_response(b"d14:failure reason9:not todaye").unwrap_err();
-        assert!(matches!(&e, TrackerError::Failure(t) if t == "not today"), "{e}");
+        assert!(
+            matches!(&e, TrackerError::Failure(t) if t == "not today"),
+            "{e}"
+        );
         let r = parse_response(b"d8:intervali1e5:peers0:e").unwrap();
         assert_eq!(r.interval, MIN_INTERVAL);
         let r = parse_response(b"d8:intervali-5e5:peers0:e").unwrap();
@@ -835,7 +847,10 @@ mod tests {
         r.extend_from_slice(body);
         let url = canned_server(Some(r)).await;
         let e = announce(&client, &url, &a).await.unwrap_err();
-        assert!(matches!(&e, TrackerError::Failure(t) if t == "unregistered"), "{e}");
+        assert!(
+            matches!(&e, TrackerError::Failure(t) if t == "unregistered"),
+            "{e}"
+        );
 
         let url = canned_server(Some(b"garbage\r\n\r\n".to_vec())).await;
         let e = announce(&client, &url, &a).await.unwrap_err();
@@ -867,9 +882,16 @@ mod tests {
         assert_eq!(r.interval, Duration::from_secs(30));
         let r = announce(&client, &url, &b).await.unwrap();
         assert_eq!(r.peers, vec![local(7001)]);
-        let r = announce(&client, &url, &Announce { event: None, ..a.clone() })
-            .await
-            .unwrap();
+        let r = announce(
+            &client,
+            &url,
+            &Announce {
+                event: None,
+                ..a.clone()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(r.peers, vec![local(7002)]);
 
         let stop = Announce {
@@ -902,7 +924,10 @@ mod tests {
             if r.peers.is_empty() {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "peer a never expired");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "peer a never expired"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -661,7 +661,10 @@ mod tests {
     fn parses_announce_queries() {
         let mut want = params(1, 6881);
         want.info_hash = InfoHash(*b"\x00 +%&=\xff\xfeabcdefghijkl");
-        let q = format!("{}&event=started&numwant=9999&compact=1&ip=10.1.2.3", query(&want));
+        let q = format!(
+            "{}&event=started&numwant=9999&compact=1&ip=10.1.2.3",
+            query(&want)
+        );
         let got = parse_announce(&q).unwrap();
         assert_eq!(got.info_hash, want.info_hash);
         assert_eq!(got.event.as_deref(), Some("started"));
@@ -717,7 +720,10 @@ mod tests {
         )
         .await;
         assert_eq!(status, 200);
-        assert_eq!(bdecode(&body).unwrap().get(b"peers"), Some(&Value::List(vec![])));
+        assert_eq!(
+            bdecode(&body).unwrap().get(b"peers"),
+            Some(&Value::List(vec![]))
+        );
         let (_, body) = get(&client, format!("http://{server}/announce?{}", query(&b))).await;
         let reply = bdecode(&body).unwrap();
         let Some(Value::List(peers)) = reply.get(b"peers") else {
