@@ -9,8 +9,8 @@
 
 pub mod gst;
 pub mod input;
-pub mod packetizer;
 pub mod pacing;
+pub mod packetizer;
 pub mod ts;
 
 #[cfg(test)]
@@ -43,7 +43,11 @@ pub(crate) mod test_media {
             other => panic!("unknown test video codec {other}"),
         };
         // Write to a unique temporary name and rename: tests run in parallel.
-        let tmp = dir.join(format!("{name}.{}.tmp.ts", std::process::id()));
+        let tmp = dir.join(format!(
+            "{name}.{}.{:?}.tmp.ts",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let t = seconds.to_string();
         let status = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-y"])

@@ -510,7 +510,10 @@ pub fn pes_payload(payload: &[u8]) -> Option<&[u8]> {
     }
     let stream_id = payload[3];
     // Streams without the optional PES header.
-    if matches!(stream_id, 0xbc | 0xbe | 0xbf | 0xf0 | 0xf1 | 0xff | 0xf2 | 0xf8) {
+    if matches!(
+        stream_id,
+        0xbc | 0xbe | 0xbf | 0xf0 | 0xf1 | 0xff | 0xf2 | 0xf8
+    ) {
         return payload.get(6..);
     }
     let header_len = usize::from(payload[8]);
@@ -695,25 +698,38 @@ pub(crate) mod tests {
         let cases: &[(&[u8], bool)] = &[
             (&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x65, 0x88], true), // AUD, IDR
             (&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41, 0x9a], false), // AUD, non-IDR
-            (&[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x06, 5], true), // SPS, PPS, SEI..
-            (&[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x41, 0x9a], false), // SPS then non-IDR slice
+            (
+                &[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x06, 5],
+                true,
+            ), // SPS, PPS, SEI..
+            (&[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x41, 0x9a], false),   // SPS then non-IDR slice
             (&[0, 0, 1, 0x09, 0xf0], false),
         ];
         for (es, want) in cases {
             let raw = packet(0x100, true, None, &pes(es));
             let kind = t.observe(&Packet::parse(&raw).unwrap());
-            assert_eq!(kind, PacketKind::Video { random_access: *want }, "{es:02x?}");
+            assert_eq!(
+                kind,
+                PacketKind::Video {
+                    random_access: *want
+                },
+                "{es:02x?}"
+            );
         }
         // Not PUSI: never a keyframe from the NAL scan; RAI counts.
         let raw = packet(0x100, false, None, &[0, 0, 1, 0x65]);
         assert_eq!(
             t.observe(&Packet::parse(&raw).unwrap()),
-            PacketKind::Video { random_access: false }
+            PacketKind::Video {
+                random_access: false
+            }
         );
         let raw = packet(0x100, false, Some((0x40, None)), &[1, 2, 3]);
         assert_eq!(
             t.observe(&Packet::parse(&raw).unwrap()),
-            PacketKind::Video { random_access: true }
+            PacketKind::Video {
+                random_access: true
+            }
         );
         let raw = packet(0x101, true, Some((0x40, None)), &[1, 2, 3]);
         assert_eq!(t.observe(&Packet::parse(&raw).unwrap()), PacketKind::Other);
