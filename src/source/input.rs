@@ -264,10 +264,11 @@ async fn read_paced<R: AsyncRead + Unpin>(
             pkt.copy_from_slice(&pending[i..i + PACKET_SIZE]);
             i += PACKET_SIZE;
             let at = pacer.release_at(&pkt, std::time::Instant::now());
-            if !batch.is_empty() && (batch_at != Some(at) || batch.len() >= MAX_BATCH) {
-                if !send_at(&tx, &mut batch, batch_at).await {
-                    return;
-                }
+            if !batch.is_empty()
+                && (batch_at != Some(at) || batch.len() >= MAX_BATCH)
+                && !send_at(&tx, &mut batch, batch_at).await
+            {
+                return;
             }
             if batch.is_empty() {
                 batch_at = Some(at);

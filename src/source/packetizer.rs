@@ -120,7 +120,10 @@ impl Packetizer {
     pub fn finish(&mut self) -> Vec<RawPiece> {
         let mut out = Vec::new();
         let work = std::mem::take(&mut self.carry);
-        let (now, wall_us) = self.last_now.unwrap_or((Instant::now(), 0));
+        // Nothing was ever pushed: nothing to flush.
+        let Some((now, wall_us)) = self.last_now else {
+            return out;
+        };
         let used = self.scan(&work, now, wall_us, true, &mut out);
         self.bytes_dropped += (work.len() - used) as u64;
         self.synced = false;
