@@ -17,7 +17,13 @@ use nordlys::swarm::{Role, wire};
 use nordlys::torrent::{DEFAULT_PIECE_LENGTH, InfoHash};
 
 fn piece(key: &SigningKey, ih: &InfoHash) -> SignedPiece {
-    let header = PieceHeader { seq: 1, epoch: 1, timestamp_us: 1, flags: 0, payload_len: 0 };
+    let header = PieceHeader {
+        seq: 1,
+        epoch: 1,
+        timestamp_us: 1,
+        flags: 0,
+        payload_len: 0,
+    };
     SignedPiece::sign(key, ih, header, &vec![0x47; DEFAULT_PIECE_LENGTH as usize])
 }
 
@@ -34,12 +40,22 @@ fn pieces(c: &mut Criterion) {
     let payload = vec![0x47; DEFAULT_PIECE_LENGTH as usize];
     g.bench_function("sign", |b| {
         b.iter(|| {
-            let h = PieceHeader { seq: 1, epoch: 1, timestamp_us: 1, flags: 0, payload_len: 0 };
+            let h = PieceHeader {
+                seq: 1,
+                epoch: 1,
+                timestamp_us: 1,
+                flags: 0,
+                payload_len: 0,
+            };
             SignedPiece::sign(&key, &ih, h, &payload)
         })
     });
     let mut frame = BytesMut::new();
-    wire::encode(&wire::Message::Live(wire::LiveMessage::Piece(p.wire().clone())), 1, &mut frame);
+    wire::encode(
+        &wire::Message::Live(wire::LiveMessage::Piece(p.wire().clone())),
+        1,
+        &mut frame,
+    );
     let frame: Bytes = frame.freeze();
     g.bench_function("wire_decode", |b| {
         b.iter(|| wire::decode(&frame, wire::max_message_len(DEFAULT_PIECE_LENGTH)).unwrap())

@@ -22,16 +22,30 @@ struct Node {
     output: Option<PathBuf>,
 }
 
-fn spawn(args: &[String], dir: &Path, name: &str, status_port: u16, output: Option<PathBuf>) -> Node {
+fn spawn(
+    args: &[String],
+    dir: &Path,
+    name: &str,
+    status_port: u16,
+    output: Option<PathBuf>,
+) -> Node {
     let stderr = dir.join(format!("{name}.log"));
     let child = Command::new(nordlys())
         .args(args)
-        .args(["--status-addr".to_string(), format!("127.0.0.1:{status_port}")])
+        .args([
+            "--status-addr".to_string(),
+            format!("127.0.0.1:{status_port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("start nordlys");
-    Node { child, stderr, status_port, output }
+    Node {
+        child,
+        stderr,
+        status_port,
+        output,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -48,33 +62,77 @@ struct Outcome {
     peak_rss_mib: f64,
 }
 
-fn run_swarm(dir: &Path, torrent: &Path, key: &Path, input: &Path, kbit: u64, latency: u64) -> Outcome {
+fn run_swarm(
+    dir: &Path,
+    torrent: &Path,
+    key: &Path,
+    input: &Path,
+    kbit: u64,
+    latency: u64,
+) -> Outcome {
     let t = torrent.display().to_string();
-    let base = |role: &str| vec![role.to_string(), "--torrent".into(), t.clone(), "--listen".into(), "127.0.0.1:0".into()];
+    let base = |role: &str| {
+        vec![
+            role.to_string(),
+            "--torrent".into(),
+            t.clone(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ]
+    };
     let started = Instant::now();
     let mut inj_args = base("inject");
     inj_args.extend([
-        "--key".into(), key.display().to_string(),
-        "--input".into(), input.display().to_string(),
-        "--upload-limit".into(), (kbit * 3).to_string(),
-        "--linger".into(), "8".into(),
+        "--key".into(),
+        key.display().to_string(),
+        "--input".into(),
+        input.display().to_string(),
+        "--upload-limit".into(),
+        (kbit * 3).to_string(),
+        "--linger".into(),
+        "8".into(),
     ]);
-    let mut injector = spawn(&inj_args, dir, &format!("injector-{latency}"), free_port(), None);
+    let mut injector = spawn(
+        &inj_args,
+        dir,
+        &format!("injector-{latency}"),
+        free_port(),
+        None,
+    );
     let mut seeds: Vec<Node> = (0..SEEDS)
-        .map(|i| spawn(&base("seed"), dir, &format!("seed{i}-{latency}"), free_port(), None))
+        .map(|i| {
+            spawn(
+                &base("seed"),
+                dir,
+                &format!("seed{i}-{latency}"),
+                free_port(),
+                None,
+            )
+        })
         .collect();
     // The scenario: receivers join 3 s after the injector started.
-    std::thread::sleep((started + Duration::from_secs(3)).saturating_duration_since(Instant::now()));
+    std::thread::sleep(
+        (started + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+    );
     let mut receivers: Vec<Node> = (0..RECEIVERS)
         .map(|i| {
             let out = dir.join(format!("out{i}-{latency}.ts"));
             let mut a = base("receive");
             a.extend([
-                "--output".into(), out.display().to_string(),
-                "--latency".into(), latency.to_string(),
-                "--upload-limit".into(), (kbit * 2).to_string(),
+                "--output".into(),
+                out.display().to_string(),
+                "--latency".into(),
+                latency.to_string(),
+                "--upload-limit".into(),
+                (kbit * 2).to_string(),
             ]);
-            spawn(&a, dir, &format!("receiver{i}-{latency}"), free_port(), Some(out))
+            spawn(
+                &a,
+                dir,
+                &format!("receiver{i}-{latency}"),
+                free_port(),
+                Some(out),
+            )
         })
         .collect();
 
@@ -100,7 +158,10 @@ fn run_swarm(dir: &Path, torrent: &Path, key: &Path, input: &Path, kbit: u64, la
         if running == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "receivers did not finish in time");
+        assert!(
+            Instant::now() < deadline,
+            "receivers did not finish in time"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     let input_bytes = std::fs::read(input).unwrap();
@@ -115,9 +176,14 @@ fn run_swarm(dir: &Path, torrent: &Path, key: &Path, input: &Path, kbit: u64, la
         let status = r.child.wait().unwrap();
         let log = std::fs::read_to_string(&r.stderr).unwrap();
         assert!(status.success(), "receiver {i} failed: {log}");
-        let fin = final_status(&log).unwrap_or_else(|| panic!("receiver {i} printed no final status: {log}"));
+        let fin = final_status(&log)
+            .unwrap_or_else(|| panic!("receiver {i} printed no final status: {log}"));
         let out = std::fs::read(r.output.as_ref().unwrap()).unwrap();
-        assert!(out.len() > input_bytes.len() / 2, "receiver {i} wrote only {} bytes", out.len());
+        assert!(
+            out.len() > input_bytes.len() / 2,
+            "receiver {i} wrote only {} bytes",
+            out.len()
+        );
         assert!(
             input_bytes.ends_with(&out),
             "receiver {i}: output is not the input from its hook-in point to the end"
@@ -125,19 +191,30 @@ fn run_swarm(dir: &Path, torrent: &Path, key: &Path, input: &Path, kbit: u64, la
         assert_eq!(fin["pieces_missed"], 0, "receiver {i}: {fin}");
         outcome.continuity.push(fin["continuity"].as_f64().unwrap());
         outcome.startup_ms.push(fin["startup_ms"].as_f64().unwrap());
-        assert!(!lag_samples[i].is_empty(), "receiver {i} was never seen playing");
+        assert!(
+            !lag_samples[i].is_empty(),
+            "receiver {i} was never seen playing"
+        );
         outcome.lag_ms.push(median(lag_samples[i].clone()));
     }
     for s in seeds.iter_mut() {
         let status = s.child.wait().unwrap();
-        assert!(status.success(), "seed failed: {}", std::fs::read_to_string(&s.stderr).unwrap());
+        assert!(
+            status.success(),
+            "seed failed: {}",
+            std::fs::read_to_string(&s.stderr).unwrap()
+        );
     }
     let status = injector.child.wait().unwrap();
     let log = std::fs::read_to_string(&injector.stderr).unwrap();
     assert!(status.success(), "injector failed: {log}");
     let fin = final_status(&log).expect("injector final status");
     let bytes_in = fin["bytes_in"].as_f64().unwrap();
-    assert_eq!(bytes_in as usize, input_bytes.len(), "injector read the whole file");
+    assert_eq!(
+        bytes_in as usize,
+        input_bytes.len(),
+        "injector read the whole file"
+    );
     outcome.injector_copies = fin["bytes_up"].as_f64().unwrap() / bytes_in;
     eprintln!(
         "latency {latency} ms: continuity min {:.4}, startup median {:.0} ms, lag median {:.0} ms, injector copies {:.2}, receiver peak RSS {:.1} MiB",
@@ -158,18 +235,43 @@ fn concert_swarm_over_opentracker() {
     let torrent = dir.path().join("event.torrent");
     let run = |args: &[&str]| {
         let out = Command::new(nordlys()).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     run(&["keygen", "--out", key.to_str().unwrap()]);
     // The infohash does not depend on the tracker list, so it is known before the tracker runs.
-    let created = run(&["create", "--key", key.to_str().unwrap(), "--name", "concert", "--out", torrent.to_str().unwrap()]);
-    let infohash = created.lines().next().unwrap().strip_prefix("infohash ").unwrap().to_string();
-    let tracker = OpenTracker::start(&[infohash.clone()]);
+    let created = run(&[
+        "create",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "concert",
+        "--out",
+        torrent.to_str().unwrap(),
+    ]);
+    let infohash = created
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("infohash ")
+        .unwrap()
+        .to_string();
+    let tracker = OpenTracker::start(std::slice::from_ref(&infohash));
     let url = format!("http://127.0.0.1:{}/announce", tracker.port);
     let created = run(&[
-        "create", "--key", key.to_str().unwrap(), "--name", "concert", "--tracker", &url,
-        "--out", torrent.to_str().unwrap(),
+        "create",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "concert",
+        "--tracker",
+        &url,
+        "--out",
+        torrent.to_str().unwrap(),
     ]);
     assert!(created.contains(&infohash));
 
@@ -182,8 +284,16 @@ fn concert_swarm_over_opentracker() {
     }
     assert!(median(normal.startup_ms.clone()) <= 1500.0);
     assert!(median(normal.lag_ms.clone()) <= 2500.0);
-    assert!(normal.injector_copies <= 1.5, "injector uploaded {:.2} copies", normal.injector_copies);
-    assert!(normal.peak_rss_mib < 64.0, "receiver peak RSS {:.1} MiB", normal.peak_rss_mib);
+    assert!(
+        normal.injector_copies <= 1.5,
+        "injector uploaded {:.2} copies",
+        normal.injector_copies
+    );
+    assert!(
+        normal.peak_rss_mib < 64.0,
+        "receiver peak RSS {:.1} MiB",
+        normal.peak_rss_mib
+    );
 
     let low = run_swarm(dir.path(), &torrent, &key, &input, kbit, 500);
     for c in &low.continuity {

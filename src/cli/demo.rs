@@ -31,7 +31,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Tracker.
     let tracker_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tracker_url = format!("http://{}/announce", tracker_listener.local_addr()?);
-    tokio::spawn(crate::net::tracker_server::serve(tracker_listener, Default::default()));
+    tokio::spawn(crate::net::tracker_server::serve(
+        tracker_listener,
+        Default::default(),
+    ));
     println!("tracker   {tracker_url}");
     // Key and torrent.
     let key = crate::keys::generate()?;
@@ -44,7 +47,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     let torrent = LiveTorrent::parse(&bytes)?;
     std::fs::write(dir.join("demo.torrent"), &bytes)?;
-    println!("torrent   {} ({})", dir.join("demo.torrent").display(), torrent.info_hash);
+    println!(
+        "torrent   {} ({})",
+        dir.join("demo.torrent").display(),
+        torrent.info_hash
+    );
 
     let setup = |role, latency| NodeSetup {
         role,
@@ -63,7 +70,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Injector on the test pattern, ended after --duration.
     let (chunks, gst_input) = crate::source::gst::spawn_gst_input("test-pattern", None)?;
     let chunks = limit_duration(chunks, gst_input, args.duration.map(Duration::from_secs));
-    let injector = InjectorInput { key, chunks, flush_after: Duration::from_millis(200) };
+    let injector = InjectorInput {
+        key,
+        chunks,
+        flush_after: Duration::from_millis(200),
+    };
     let inj = roles::start(setup(Role::Injector, 0), Some(injector), None).await?;
     println!("injector  {} (test pattern)", inj.listen);
     let seed = roles::start(setup(Role::Seed, 0), None, None).await?;
@@ -85,7 +96,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     })?);
     let (tx, mut rx) = mpsc::channel::<Delivery>(1024);
     let recv = roles::start(setup(Role::Receiver, args.latency), None, Some(tx)).await?;
-    println!("receiver  {} ({})", recv.listen, if args.headless { "headless" } else { "window" });
+    println!(
+        "receiver  {} ({})",
+        recv.listen,
+        if args.headless { "headless" } else { "window" }
+    );
 
     let sender = player.sender();
     let feeder = tokio::spawn(async move {
@@ -156,7 +171,10 @@ fn limit_duration(
         loop {
             let next = async {
                 match deadline {
-                    Some(d) => tokio::time::timeout_at(d, chunks.recv()).await.ok().flatten(),
+                    Some(d) => tokio::time::timeout_at(d, chunks.recv())
+                        .await
+                        .ok()
+                        .flatten(),
                     None => chunks.recv().await,
                 }
             };

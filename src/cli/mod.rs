@@ -192,18 +192,27 @@ pub fn main() -> ExitCode {
         if !report.ends_with('\n') {
             println!();
         }
-        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     // The appliance's config names its own log level, so it is read before logging starts.
     let startup = match &cli.command {
-        Command::Receive(args) if args.config.is_some() => {
-            Some(crate::appliance::config::load_for_receiver(args.config.as_deref()))
-        }
+        Command::Receive(args) if args.config.is_some() => Some(
+            crate::appliance::config::load_for_receiver(args.config.as_deref()),
+        ),
         _ => None,
     };
-    let log_level = startup.as_ref().map_or(cli.log.clone(), |s| s.config().log_level.clone());
+    let log_level = startup
+        .as_ref()
+        .map_or(cli.log.clone(), |s| s.config().log_level.clone());
     crate::appliance::logging::init(&log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nordlys: cannot start the runtime: {e}");
@@ -228,10 +237,20 @@ async fn run(
         Command::Keygen { out } => {
             let key = crate::keys::generate()?;
             crate::keys::write(&out, &key)?;
-            println!("public key {}", crate::keys::public_hex(&key.verifying_key()));
+            println!(
+                "public key {}",
+                crate::keys::public_hex(&key.verifying_key())
+            );
             Ok(())
         }
-        Command::Create { key, name, trackers, piece_size, window, out } => {
+        Command::Create {
+            key,
+            name,
+            trackers,
+            piece_size,
+            window,
+            out,
+        } => {
             let key = crate::keys::read(&key)?;
             let bytes = crate::torrent::LiveTorrent::create(
                 &name,

@@ -84,9 +84,12 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         let _ = crate::appliance::systemd::notify_ready();
     }
     let writer = match (&output, &player) {
-        (Output::Play, Some(p)) => {
-            tokio::spawn(feed_player(rx, running.handles.status.clone(), p.clone(), led_tx))
-        }
+        (Output::Play, Some(p)) => tokio::spawn(feed_player(
+            rx,
+            running.handles.status.clone(),
+            p.clone(),
+            led_tx,
+        )),
         (Output::Stdout, _) => tokio::spawn(write_out(rx, None)),
         (Output::File(path), _) => tokio::spawn(write_out(rx, Some(path.clone()))),
         (Output::Play, None) => unreachable!(),
@@ -104,7 +107,10 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     Ok(())
 }
 
-fn apply_config(args: &mut ReceiveArgs, c: &crate::appliance::config::Config) -> anyhow::Result<()> {
+fn apply_config(
+    args: &mut ReceiveArgs,
+    c: &crate::appliance::config::Config,
+) -> anyhow::Result<()> {
     use crate::appliance::config::{self as cfg, StreamSource};
     match c.stream_source() {
         Some(StreamSource::TorrentFile(path)) => args.torrent = Some(path),
@@ -235,7 +241,9 @@ async fn feed_player(
 async fn write_out(mut rx: mpsc::Receiver<Delivery>, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &path {
         Some(p) => Box::new(
-            tokio::fs::File::create(p).await.with_context(|| format!("cannot create {}", p.display()))?,
+            tokio::fs::File::create(p)
+                .await
+                .with_context(|| format!("cannot create {}", p.display()))?,
         ),
         None => Box::new(tokio::io::stdout()),
     };

@@ -143,9 +143,19 @@ pub async fn start(
     if let Some(addr) = setup.status_addr {
         let l = status::bind(addr).await?;
         println!("status on http://{}/status", l.local_addr()?);
-        tokio::spawn(status::serve(l, handles.status_requests.clone(), setup.status_extra));
+        tokio::spawn(status::serve(
+            l,
+            handles.status_requests.clone(),
+            setup.status_extra,
+        ));
     }
-    Ok(Running { handles, listen, task, stop_trackers: stop_tx, announcer })
+    Ok(Running {
+        handles,
+        listen,
+        task,
+        stop_trackers: stop_tx,
+        announcer,
+    })
 }
 
 pub async fn inject(args: InjectArgs) -> anyhow::Result<()> {
@@ -153,11 +163,31 @@ pub async fn inject(args: InjectArgs) -> anyhow::Result<()> {
     setup.trusted = args.trusted.clone();
     let key = crate::keys::read(&args.key)?;
     if key.verifying_key() != setup.torrent.public_key {
-        bail!("the key {} does not match the torrent's public key", args.key.display());
+        bail!(
+            "the key {} does not match the torrent's public key",
+            args.key.display()
+        );
     }
-    let input = crate::source::input::open(&args.input, args.pace.into()).await?;
-    let (chunks, _guard) = input.into_parts();
-    let injector = InjectorInput { key, chunks, flush_after: Duration::from_millis(args.flush_ms) };
+    let mut input = crate::source::input::open(&args.input, args.pace.into()).await?;
+    println!("input {}", input.description());
+    // The node reads a plain channel; this task owns the input and reports how it ended.
+    let (tx, chunks) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(chunk) = input.recv().await {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        match input.error() {
+            Some(e) => tracing::error!(error = %e, "input failed; ending the stream"),
+            None => tracing::info!("end of input"),
+        }
+    });
+    let injector = InjectorInput {
+        key,
+        chunks,
+        flush_after: Duration::from_millis(args.flush_ms),
+    };
     let running = start(setup, Some(injector), None).await?;
     println!("injecting on {}", running.listen);
     let last = running.finish().await?;

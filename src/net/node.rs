@@ -92,7 +92,10 @@ struct Conn {
 }
 
 pub fn wall_clock_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// A random peer id: client prefix and 12 random characters.
@@ -156,7 +159,10 @@ pub async fn run(
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
     let (status_req_tx, mut status_req_rx) = mpsc::channel::<oneshot::Sender<NodeStatus>>(16);
     let (status_tx, status_rx) = watch::channel(None);
-    let _ = ready.send(NodeHandles { status_requests: status_req_tx, status: status_rx });
+    let _ = ready.send(NodeHandles {
+        status_requests: status_req_tx,
+        status: status_rx,
+    });
 
     // Accept loop.
     let accept_tx = ev_tx.clone();
@@ -180,7 +186,9 @@ pub async fn run(
     let mut conns: HashMap<PeerId, Conn> = HashMap::new();
     let info_hash = opts.torrent.info_hash;
     let max_payload = opts.torrent.piece_length as usize;
-    let mut packetizer = injector.as_ref().map(|i| Packetizer::new(max_payload, i.flush_after));
+    let mut packetizer = injector
+        .as_ref()
+        .map(|i| Packetizer::new(max_payload, i.flush_after));
     // Sequence numbers start at the wall clock in milliseconds, so a restarted injector
     // continues above its earlier run (at fewer than 1000 pieces a second).
     let epoch = wall_clock_us() / 1000;
@@ -196,7 +204,13 @@ pub async fn run(
         if raw.random_access {
             flags |= FLAG_RANDOM_ACCESS;
         }
-        let header = PieceHeader { seq, epoch, timestamp_us: raw.timestamp_us, flags, payload_len: 0 };
+        let header = PieceHeader {
+            seq,
+            epoch,
+            timestamp_us: raw.timestamp_us,
+            flags,
+            payload_len: 0,
+        };
         SignedPiece::sign(key, &info_hash, header, &raw.payload)
     };
 
@@ -219,10 +233,13 @@ pub async fn run(
                 Output::Connect(addr) => {
                     let tx = ev_tx.clone();
                     tokio::spawn(async move {
-                        let ev = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                            Ok(Ok(stream)) => Event::Connected(addr, stream),
-                            _ => Event::ConnectFailed(addr),
-                        };
+                        let ev =
+                            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                                .await
+                            {
+                                Ok(Ok(stream)) => Event::Connected(addr, stream),
+                                _ => Event::ConnectFailed(addr),
+                            };
                         let _ = tx.send(ev).await;
                     });
                 }
@@ -315,7 +332,7 @@ pub async fn run(
                     }
                     None => {
                         input_open = false;
-                        if let Some(raw) = p.finish() {
+                        for raw in p.finish() {
                             swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
                             next_seq += 1;
                         }
@@ -370,7 +387,9 @@ fn node_status(
     listen: SocketAddr,
 ) -> NodeStatus {
     let s = swarm.status(Instant::now());
-    let lag_ms = s.output_timestamp_us.map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
+    let lag_ms = s
+        .output_timestamp_us
+        .map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
     NodeStatus {
         lag_ms,
         bytes_in: packetizer.map(|p| p.bytes_in()),
@@ -392,7 +411,11 @@ fn spawn_conn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Con
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if events.send(Event::Data(id, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    if events
+                        .send(Event::Data(id, Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -36,7 +36,10 @@ pub async fn serve(
 
 async fn status(State(s): State<AppState>) -> Result<Json<serde_json::Value>, StatusCode> {
     let (tx, rx) = oneshot::channel();
-    s.requests.send(tx).await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    s.requests
+        .send(tx)
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     let node = rx.await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     let mut value = serde_json::to_value(node).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     if let (Some(extra), Some(obj)) = (&s.extra, value.as_object_mut())

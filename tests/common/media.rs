@@ -20,7 +20,9 @@ fn ffmpeg(out: &PathBuf, args: &[&str]) {
         .args(args)
         .arg(&tmp)
         .status()
-        .expect("ffmpeg is needed for the tests (apt-get install ffmpeg; scripts/test installs it)");
+        .expect(
+            "ffmpeg is needed for the tests (apt-get install ffmpeg; scripts/test installs it)",
+        );
     assert!(status.success(), "ffmpeg failed making {}", out.display());
     std::fs::rename(tmp, out).unwrap();
 }
@@ -31,13 +33,36 @@ pub fn concert_720p_h264_aac() -> PathBuf {
     ffmpeg(
         &out,
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", "20",
-            "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-b:v", "2500k",
-            "-maxrate", "2500k", "-bufsize", "1250k", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k",
-            "-f", "mpegts",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "30",
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "1250k",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-f",
+            "mpegts",
         ],
     );
     out

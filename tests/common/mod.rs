@@ -15,14 +15,24 @@ pub fn nordlys() -> &'static str {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `GET /status` on 127.0.0.1:port; `None` while nothing answers.
 pub fn http_status(port: u16) -> Option<serde_json::Value> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     let json = body.split("\r\n\r\n").nth(1)?;
@@ -31,7 +41,10 @@ pub fn http_status(port: u16) -> Option<serde_json::Value> {
 
 /// The `final status {json}` line a node prints on stderr as it exits.
 pub fn final_status(log: &str) -> Option<serde_json::Value> {
-    let line = log.lines().rev().find_map(|l| l.strip_prefix("final status "))?;
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("final status "))?;
     serde_json::from_str(line).ok()
 }
 
