@@ -13,4 +13,6 @@ pub mod player;
 pub mod sim;
 pub mod source;
 pub mod swarm;
+#[doc(hidden)]
+pub mod test_media;
 pub mod torrent;

@@ -1,32 +1,18 @@
 //! The source layer end to end through its public API: input -> packetizer -> raw pieces.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nordlys::source::input::{Pace, open};
 use nordlys::source::packetizer::{DEFAULT_FLUSH_AFTER, Packetizer, RawPiece};
 use nordlys::source::ts::{PAT_PID, Packet, is_random_access};
+use nordlys::test_media::{Spec, ts_file};
 
-fn media(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/nordlys-test-media");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    if !path.exists() {
-        let tmp = dir.join(format!("{name}.{}.it.tmp.ts", std::process::id()));
-        let status = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine", "-t", "3"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "15"])
-            .args(["-c:a", "aac", "-f", "mpegts"])
-            .arg(&tmp)
-            .status()
-            .unwrap_or_else(|e| panic!("test media needs ffmpeg on PATH: {e}"));
-        assert!(status.success(), "ffmpeg failed: {status}");
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
+fn media(_name: &str) -> PathBuf {
+    ts_file(Spec {
+        gop: 15,
+        ..Spec::new("h264", 640, 360, 3)
+    })
 }
 
 /// The first packet of a piece that belongs to the video PID starts a keyframe.

@@ -10,54 +10,10 @@ use gstreamer::prelude::*;
 
 const FPS: u64 = 30;
 
-fn have_ffmpeg_encoder(enc: &str) -> bool {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-encoders"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(enc))
-        .unwrap_or(false)
-}
-
 /// A 720p30 testsrc2 + sine TS made by ffmpeg, cached under target/.
-fn media(codec: &str, secs: u32) -> Option<PathBuf> {
-    let encoder = match codec {
-        "h264" => "libx264",
-        "h265" => "libx265",
-        _ => unreachable!(),
-    };
-    if !have_ffmpeg_encoder(encoder) {
-        eprintln!("ffmpeg with {encoder} not found: skipping");
-        return None;
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nordlys-test-media");
-    std::fs::create_dir_all(&dir).ok()?;
-    let path = dir.join(format!("testsrc2-720p30-{codec}-{secs}s.ts"));
-    if path.exists() {
-        return Some(path);
-    }
-    let tmp = dir.join(format!("{}.{}.tmp.ts", codec, std::process::id()));
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=1280x720:rate={FPS}"))
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-t",
-            &secs.to_string(),
-            "-c:v",
-            encoder,
-            "-preset",
-            "ultrafast",
-        ])
-        .args(["-g", "30", "-pix_fmt", "yuv420p"]);
-    if codec == "h265" {
-        cmd.args(["-x265-params", "log-level=error"]);
-    }
-    cmd.args(["-c:a", "aac", "-ac", "2", "-f", "mpegts"])
-        .arg(&tmp);
-    let st = cmd.status().expect("running ffmpeg");
-    assert!(st.success(), "ffmpeg failed");
-    std::fs::rename(&tmp, &path).unwrap();
-    Some(path)
+fn media(codec: &str, secs: u32) -> PathBuf {
+    let codec = if codec == "h265" { "hevc" } else { "h264" };
+    crate::test_media::ts_file(crate::test_media::Spec::new(codec, 1280, 720, secs))
 }
 
 fn headless(snapshot: Option<(PathBuf, Duration)>) -> PlayerOptions {
@@ -107,9 +63,7 @@ async fn wait_for(
 
 async fn play_file(codec: &str) {
     let secs = 8;
-    let Some(path) = media(codec, secs) else {
-        return;
-    };
+    let path = media(codec, secs);
     let start = Instant::now();
     let h = Player::start(PlayerOptions {
         started: start,
@@ -221,9 +175,7 @@ async fn fresh_snapshot(h: &PlayerHandle, path: &Path) -> (f64, f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slate_on_starvation_and_picture_again_on_a_restarted_stream() {
-    let Some(path) = media("h264", 4) else {
-        return;
-    };
+    let path = media("h264", 4);
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("screen.png");
     let h = Player::start(headless(Some((snap.clone(), Duration::from_millis(200))))).unwrap();
@@ -361,9 +313,7 @@ async fn test_pattern_input_makes_playable_ts() {
 /// (it has no source pad, like a V4L2 device that cannot be set up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_hardware_decoder_falls_back_to_software() {
-    let Some(path) = media("h264", 4) else {
-        return;
-    };
+    let path = media("h264", 4);
     gst::init().unwrap();
     let fake_type = gst::ElementFactory::find("fakesink")
         .and_then(|f| f.load().ok())
@@ -394,9 +344,7 @@ async fn failing_hardware_decoder_falls_back_to_software() {
 /// next keyframe; the pipeline is not restarted and the picture does not give way to the slate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_resyncs_without_restart() {
-    let Some(path) = media("h264", 8) else {
-        return;
-    };
+    let path = media("h264", 8);
     let h = Player::start(headless(None)).unwrap();
     let tx = h.sender();
     let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
@@ -427,9 +375,7 @@ async fn gap_resyncs_without_restart() {
 /// at all) costs the sound, never the picture.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_audio_output_keeps_the_picture() {
-    let Some(path) = media("h264", 4) else {
-        return;
-    };
+    let path = media("h264", 4);
     let h = Player::start(PlayerOptions {
         audio_sink: AudioSink::Alsa(Some("hw:CARD=nosuchcard,DEV=7".into())),
         ..headless(None)

@@ -299,7 +299,15 @@ impl Packetizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::test_media::ts_file;
+    use crate::test_media::Spec;
+
+    /// A small ffmpeg-made file: 640x360, half-second GOP.
+    fn ts_file(_name: &str, seconds: u32, video: &'static str) -> std::path::PathBuf {
+        crate::test_media::ts_file(Spec {
+            gop: 15,
+            ..Spec::new(video, 640, 360, seconds)
+        })
+    }
     use crate::source::ts::tests::{packet, pat_section, pmt_section, psi_packet};
     use crate::source::ts::{PAT_PID, pes_payload};
     use rand::{Rng, SeedableRng};
@@ -505,7 +513,7 @@ mod tests {
         all
     }
 
-    fn check_file(video: &str, clear_rai: bool) {
+    fn check_file(video: &'static str, clear_rai: bool) {
         let path = ts_file(&format!("pz-{video}-4s.ts"), 4, video);
         let mut data = std::fs::read(&path).unwrap();
         assert_eq!(data.len() % 188, 0);
