@@ -8,7 +8,8 @@
 //!   [`config::load_for_receiver`] (never fails: a bad config gives `Startup::Error`, which the
 //!   receiver shows as [`leds::Status::Error`] instead of exiting), [`leds::open_backend`] +
 //!   [`leds::run`] fed by a `tokio::sync::watch` of [`leds::Status`], and
-//!   [`systemd::notify_ready`] / [`systemd::notify_status`] / [`systemd::run_watchdog`].
+//!   [`systemd::notify_ready`] / [`systemd::notify_status`] / [`systemd::ping`] (the receiver
+//!   pings only while its node loop publishes status, so a stalled loop gets restarted).
 
 pub mod config;
 pub mod leds;

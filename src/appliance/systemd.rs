@@ -108,25 +108,6 @@ pub fn ping() -> io::Result<()> {
     Notifier::from_env().send(&[NotifyState::Watchdog])
 }
 
-/// Ping the watchdog every `interval` for as long as this future is polled. Run it inside
-/// the receiver's main `select!` loop (not on a detached thread) so a hung main loop stops
-/// the pings and systemd restarts the service.
-pub async fn run_watchdog(interval: Duration) {
-    let notifier = Notifier::from_env();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = false;
-    loop {
-        tick.tick().await;
-        if let Err(e) = notifier.send(&[NotifyState::Watchdog])
-            && !warned
-        {
-            tracing::warn!("systemd watchdog ping failed: {e}");
-            warned = true;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,6 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     let (led_tx, led_rx) = watch::channel(leds::Status::Booting);
     if let Some(startup) = &startup {
         start_leds(startup, led_rx);
-        spawn_watchdog();
         match startup {
             Startup::Ready { config, .. } => apply_config(&mut args, config)?,
             Startup::Error { config, errors } => {
@@ -82,6 +81,7 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     let running = roles::start(setup, None, Some(tx)).await?;
     if appliance {
         let _ = crate::appliance::systemd::notify_ready();
+        spawn_watchdog(running.handles.status.clone());
     }
     let writer = match (&output, &player) {
         (Output::Play, Some(p)) => tokio::spawn(feed_player(
@@ -96,7 +96,10 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     };
     let last = running.finish().await?;
     writer.await.context("output task failed")??;
-    roles::print_final(&last);
+    let player_stats = player
+        .as_ref()
+        .and_then(|p| serde_json::to_value(p.stats()).ok());
+    roles::print_final_with(&last, player_stats);
     eprintln!(
         "stream ended: output up to piece {:?}, {} missed, continuity {:.4}",
         last.swarm.output_seq, last.swarm.pieces_missed, last.swarm.continuity
@@ -227,6 +230,11 @@ async fn feed_player(
                     error: None,
                 };
                 leds.send_replace(led_status(st.swarm.state));
+                // `End` (below) tells the player, which shows the ended slate once the picture
+                // it holds has played out; saying "ended" now would cut that short.
+                if st.swarm.state == State::Ended {
+                    continue;
+                }
                 if last_slate.as_ref().is_none_or(|l| l.state != info.state || l.peers != info.peers) {
                     sender.try_send(PlayerInput::Slate(info.clone()));
                     last_slate = Some(info);
@@ -268,10 +276,26 @@ fn start_leds(startup: &Startup, status: watch::Receiver<leds::Status>) {
     }
 }
 
-fn spawn_watchdog() {
-    if let Some(interval) = crate::appliance::systemd::watchdog_interval() {
-        tokio::spawn(crate::appliance::systemd::run_watchdog(interval));
-    }
+/// Pings systemd's watchdog only while the node loop is alive: the loop publishes its status
+/// every 250 ms, and a loop that stopped publishing stops the pings, so systemd restarts us.
+fn spawn_watchdog(mut status: watch::Receiver<Option<NodeStatus>>) {
+    let Some(interval) = crate::appliance::systemd::watchdog_interval() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            match status.has_changed() {
+                Ok(true) => {
+                    status.mark_unchanged();
+                    let _ = crate::appliance::systemd::ping();
+                }
+                Ok(false) => tracing::warn!("node loop silent; not feeding the watchdog"),
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// The appliance cannot start the stream: show why on the slate and LEDs, and stay up.

@@ -213,7 +213,16 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 
 /// The last status as one JSON line on stderr, for operators' logs and the tests.
 pub fn print_final(status: &NodeStatus) {
-    if let Ok(json) = serde_json::to_string(status) {
-        eprintln!("final status {json}");
+    print_final_with(status, None);
+}
+
+/// As `print_final`, with extra fields (the player's counters) merged in.
+pub fn print_final_with(status: &NodeStatus, extra: Option<serde_json::Value>) {
+    let Ok(mut value) = serde_json::to_value(status) else {
+        return;
+    };
+    if let (Some(obj), Some(serde_json::Value::Object(more))) = (value.as_object_mut(), extra) {
+        obj.extend(more);
     }
+    eprintln!("final status {value}");
 }

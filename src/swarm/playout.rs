@@ -40,6 +40,8 @@ pub struct Playout {
     pub late: u64,
     pub missed: u64,
     pub last_output: Option<(u64, u64)>,
+    /// Injector timestamp of the first piece output.
+    pub first_output_ts: Option<u64>,
     pub first_output_at: Option<Instant>,
     pub ended: bool,
     stalled: bool,
@@ -67,6 +69,7 @@ impl Playout {
             late: 0,
             missed: 0,
             last_output: None,
+            first_output_ts: None,
             first_output_at: None,
             ended: false,
             stalled: false,
@@ -211,6 +214,7 @@ impl Playout {
             }
         }
         self.first_output_at.get_or_insert(now);
+        self.first_output_ts.get_or_insert(h.timestamp_us);
         if h.end_of_stream() {
             self.ended = true;
             out.push(Delivery::End);

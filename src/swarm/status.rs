@@ -56,6 +56,8 @@ pub struct SwarmStatus {
     pub request_timeouts: u64,
     pub peers_banned: u64,
     pub startup_ms: Option<u64>,
+    /// Milliseconds of stream output since hook-in (by the injector's timestamps).
+    pub output_span_ms: Option<u64>,
     pub continuity: f64,
     pub ended: bool,
 }
@@ -113,6 +115,11 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         startup_ms: playout
             .and_then(|p| p.first_output_at)
             .map(|t| t.saturating_duration_since(s.started).as_millis() as u64),
+        output_span_ms: playout.and_then(|p| {
+            let first = p.first_output_ts?;
+            let (_, last) = p.last_output?;
+            Some(last.saturating_sub(first) / 1000)
+        }),
         continuity: playout.map_or(1.0, |p| p.continuity()),
         ended,
     }

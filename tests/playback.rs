@@ -1,0 +1,319 @@
+//! Playback through the whole chain, headless: built-in tracker, injector on an ffmpeg-made
+//! file, receiver playing with fake sinks. Frames rendered, first frame, snapshots, and an
+//! injector restart (playing -> slate -> playing) without restarting the receiver.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{final_status, free_port, http_status, nordlys};
+use nordlys::test_media::{Spec, ts_file};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[String], log: &Path) -> Proc {
+    Proc(
+        Command::new(nordlys())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start nordlys"),
+    )
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Key, torrent and a running built-in tracker in `dir`.
+fn event(dir: &Path) -> (PathBuf, PathBuf, Proc) {
+    let port = free_port();
+    let tracker = start(
+        &strings(&["tracker", "--listen", &format!("127.0.0.1:{port}")]),
+        &dir.join("tracker.log"),
+    );
+    let key = dir.join("event.key");
+    let torrent = dir.join("event.torrent");
+    let url = format!("http://127.0.0.1:{port}/announce");
+    for args in [
+        vec!["keygen", "--out", key.to_str().unwrap()],
+        vec![
+            "create",
+            "--key",
+            key.to_str().unwrap(),
+            "--name",
+            "Test concert",
+            "--tracker",
+            &url,
+            "--out",
+            torrent.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(nordlys()).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (key, torrent, tracker)
+}
+
+fn injector(key: &Path, torrent: &Path, input: &Path, log: &Path) -> Proc {
+    start(
+        &strings(&[
+            "inject",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--linger",
+            "3",
+        ]),
+        log,
+    )
+}
+
+fn receiver(torrent: &Path, status_port: u16, extra: &[&str], log: &Path) -> Proc {
+    let mut args = strings(&[
+        "receive",
+        "--torrent",
+        torrent.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--video-sink",
+        "fake",
+        "--audio-sink",
+        "fake",
+        "--latency",
+        "1000",
+        "--status-addr",
+        &format!("127.0.0.1:{status_port}"),
+    ]);
+    args.extend(strings(extra));
+    start(&args, log)
+}
+
+/// Polls the status endpoint until `pred` holds; returns that status.
+fn wait_status(
+    port: u16,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(st) = http_status(port) {
+            if pred(&st) {
+                return st;
+            }
+            last = Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}; last status {last:#?}");
+}
+
+fn wait_exit(p: &mut Proc, limit: Duration, log: &Path) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            let text = std::fs::read_to_string(log).unwrap();
+            assert!(status.success(), "process failed: {text}");
+            return final_status(&text).unwrap_or_else(|| panic!("no final status: {text}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn plays(codec: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = ts_file(Spec::new(codec, 1280, 720, 10));
+    let (key, torrent, _tracker) = event(d);
+    let _inj = injector(&key, &torrent, &input, &d.join("inj.log"));
+    // Join a stream already under way.
+    std::thread::sleep(Duration::from_secs(3));
+    let port = free_port();
+    let log = d.join("recv.log");
+    let mut recv = receiver(&torrent, port, &[], &log);
+    let playing = wait_status(port, Duration::from_secs(10), "the first frame", |s| {
+        s["frames_rendered"].as_u64() > Some(0)
+    });
+    let fin = wait_exit(&mut recv, Duration::from_secs(30), &log);
+    let first_frame = playing["first_frame_ms"].as_u64().unwrap();
+    // Frames the stream holds from the hook-in point to its end.
+    let span_ms = fin["output_span_ms"].as_u64().unwrap();
+    let expected = (span_ms as f64 / 1000.0 * 30.0).floor();
+    let rendered = fin["frames_rendered"].as_u64().unwrap_or(0) as f64;
+    eprintln!(
+        "{codec}: first frame {first_frame} ms, {rendered} of {expected} frames, decoder {}",
+        fin["decoder"]
+    );
+    assert!(first_frame <= 1500, "first frame after {first_frame} ms");
+    assert!(
+        rendered >= 0.9 * expected,
+        "{rendered} frames rendered of {expected}"
+    );
+    assert!(
+        fin["audio"]["buffers"].as_u64() > Some(0),
+        "no audio decoded: {fin}"
+    );
+    assert_eq!(fin["video"]["width"], 1280);
+}
+
+#[test]
+fn receiver_plays_h264_joining_under_way() {
+    plays("h264");
+}
+
+#[test]
+fn receiver_plays_hevc_joining_under_way() {
+    plays("hevc");
+}
+
+/// Decoded PNG: (mean luma, fraction of colourful pixels).
+fn png_summary(path: &Path) -> (f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-vf",
+            "scale=320:180",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cannot decode {}", path.display());
+    let px = out.stdout.chunks_exact(3);
+    let n = px.len() as f64;
+    let (mut luma, mut colour) = (0.0, 0.0);
+    for p in px {
+        luma += 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
+        if p.iter().max().unwrap() - p.iter().min().unwrap() > 60 {
+            colour += 1.0;
+        }
+    }
+    (luma / n, colour / n)
+}
+
+/// The next snapshot written after now, summarised.
+fn fresh_snapshot(port: u16, path: &Path) -> (f64, f64) {
+    let n = http_status(port).unwrap()["snapshots_written"]
+        .as_u64()
+        .unwrap_or(0);
+    wait_status(port, Duration::from_secs(5), "a new snapshot", |s| {
+        s["snapshots_written"].as_u64() >= Some(n + 2)
+    });
+    png_summary(path)
+}
+
+#[test]
+fn injector_restart_brings_the_picture_back_and_snapshots_show_what_is_on_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = ts_file(Spec::new("h264", 1280, 720, 30));
+    let (key, torrent, _tracker) = event(d);
+    let mut inj = injector(&key, &torrent, &input, &d.join("inj1.log"));
+    let port = free_port();
+    let snap = d.join("screen.png");
+    let _recv = receiver(
+        &torrent,
+        port,
+        &[
+            "--snapshot",
+            snap.to_str().unwrap(),
+            "--snapshot-every",
+            "0.5",
+        ],
+        &d.join("recv.log"),
+    );
+    wait_status(port, Duration::from_secs(15), "playing", |s| {
+        s["state"] == "playing" && s["showing"] == "picture"
+    });
+    let (_, colour) = fresh_snapshot(port, &snap);
+    assert!(
+        colour > 0.5,
+        "while playing the snapshot should show the test picture ({colour:.2} colourful)"
+    );
+
+    // The injector dies: the slate replaces the frozen picture.
+    inj.0.kill().unwrap();
+    inj.0.wait().unwrap();
+    let before = wait_status(port, Duration::from_secs(10), "the slate", |s| {
+        s["showing"] == "slate"
+    });
+    let (luma, colour) = fresh_snapshot(port, &snap);
+    assert!(
+        colour < 0.05 && luma < 60.0,
+        "starved, the snapshot should show the slate (luma {luma:.0}, colour {colour:.2})"
+    );
+
+    // Same torrent and key again: the picture returns by itself, the receiver never restarted.
+    let restarted = Instant::now();
+    let _inj2 = injector(&key, &torrent, &input, &d.join("inj2.log"));
+    let frames_before = before["frames_rendered"].as_u64().unwrap();
+    wait_status(
+        port,
+        Duration::from_secs(5),
+        "the picture after the restart",
+        |s| s["showing"] == "picture" && s["frames_rendered"].as_u64() > Some(frames_before + 10),
+    );
+    eprintln!(
+        "picture back {} ms after the injector restarted",
+        restarted.elapsed().as_millis()
+    );
+    let (_, colour) = fresh_snapshot(port, &snap);
+    assert!(
+        colour > 0.5,
+        "after the restart the snapshot should show the picture again"
+    );
+}
+
+#[test]
+fn demo_runs_headless_and_reports_frames() {
+    let out = Command::new(nordlys())
+        .args(["demo", "--headless", "--duration", "15"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("demo ended"))
+        .expect("summary line");
+    let frames: u64 = summary
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" frames rendered"))
+        .and_then(|n| n.parse().ok())
+        .expect("frames rendered in the summary");
+    assert!(frames >= 300, "{summary}");
+}
