@@ -291,10 +291,16 @@ impl Swarm {
                     }
                 }
             }
-            match wire::decode(&peer.inbuf, max_len) {
-                Ok((msg, used)) => {
+            match wire::frame_len(&peer.inbuf, max_len) {
+                Ok(used) => {
                     let frame = peer.inbuf.split_to(used).freeze();
-                    self.on_message(now, id, msg, frame);
+                    match wire::decode_frame(&frame) {
+                        Ok(msg) => self.on_message(now, id, msg),
+                        Err(e) => {
+                            self.close(id, format!("protocol error: {e}"));
+                            break;
+                        }
+                    }
                 }
                 Err(wire::DecodeError::NeedMore) => break,
                 Err(wire::DecodeError::Invalid(why)) => {
@@ -455,7 +461,7 @@ impl Swarm {
         let _ = now;
     }
 
-    fn on_message(&mut self, now: Instant, id: PeerId, msg: Message, frame: Bytes) {
+    fn on_message(&mut self, now: Instant, id: PeerId, msg: Message) {
         let phase = self.peers[&id].phase;
         match (phase, msg) {
             (_, Message::KeepAlive) => {}
@@ -480,7 +486,7 @@ impl Swarm {
             (Phase::Active, Message::NotInterested) => {
                 self.peers.get_mut(&id).unwrap().peer_interested = false
             }
-            (Phase::Active, Message::Live(live)) => self.on_live(now, id, live, frame),
+            (Phase::Active, Message::Live(live)) => self.on_live(now, id, live),
             (Phase::Handshake, _) => unreachable!("handshake is decoded separately"),
         }
     }
@@ -523,7 +529,7 @@ impl Swarm {
         self.rechoke_if_slot_free(id);
     }
 
-    fn on_live(&mut self, now: Instant, id: PeerId, msg: LiveMessage, frame: Bytes) {
+    fn on_live(&mut self, now: Instant, id: PeerId, msg: LiveMessage) {
         match msg {
             LiveMessage::Have {
                 window_start,
@@ -537,6 +543,9 @@ impl Swarm {
                 let floor = self.window_floor();
                 for e in entries.iter().filter(|e| e.seq >= floor) {
                     self.known.learn(e, now);
+                }
+                if self.config.role == Role::Seed {
+                    self.seed_backfill(&entries);
                 }
             }
             LiveMessage::Request { seq } => {
@@ -557,17 +566,16 @@ impl Swarm {
             }
             LiveMessage::Reject { seq } => {
                 let p = self.peers.get_mut(&id).unwrap();
-                if p.requested.remove(&seq).is_some() {
+                if let Some(sent) = p.requested.remove(&seq) {
+                    // A refusal costs the requester the time it waited: count it as that slow.
+                    p.note_rtt(now.saturating_duration_since(sent).as_micros() as u64);
                     p.refuse(seq, now);
                     if self.inflight.get(&seq) == Some(&id) {
                         self.inflight.remove(&seq);
                     }
                 }
             }
-            LiveMessage::Piece(_) => {
-                // The piece is the frame minus length, message id, extension id and kind.
-                self.on_piece(now, id, frame.slice(7..));
-            }
+            LiveMessage::Piece(piece) => self.on_piece(now, id, piece),
         }
     }
 
@@ -667,34 +675,45 @@ impl Swarm {
                     tracing::info!(seq, "hooked in");
                 }
             }
-            Role::Seed => {
-                // Everything announced within the backfill span of the newest piece; recomputed
-                // as announcements arrive, since the injector tells of older pieces later.
-                if let Some((_, newest)) = self.known.newest() {
-                    let floor = newest.timestamp_us.saturating_sub(SEED_BACKFILL_US);
-                    let from = self
-                        .known
-                        .range_from(0)
-                        .find(|(_, m)| m.timestamp_us >= floor)
-                        .map(|(s, _)| s);
-                    self.seed_from = match (self.seed_from, from) {
-                        (Some(old), Some(new)) => Some(old.min(new)),
-                        (old, new) => old.or(new),
-                    };
-                }
-            }
             _ => {}
         }
         let _ = now;
     }
 
+    /// Seeds fetch everything from SEED_BACKFILL_US behind the newest announced piece on;
+    /// older pieces announced later (the injector tells of its pieces after a delay) lower
+    /// the start while they are still in that span.
+    fn seed_backfill(&mut self, entries: &[HaveEntry]) {
+        let Some((_, newest)) = self.known.newest() else {
+            return;
+        };
+        let floor_ts = newest.timestamp_us.saturating_sub(SEED_BACKFILL_US);
+        for e in entries {
+            if e.timestamp_us >= floor_ts
+                && !self.store.contains(e.seq)
+                && self.seed_from.is_none_or(|from| e.seq < from)
+            {
+                self.seed_from = Some(e.seq);
+            }
+        }
+    }
+
     fn request_pieces(&mut self, now: Instant) {
         let from = match self.config.role {
             Role::Injector => return,
-            Role::Seed => match self.seed_from {
-                Some(s) => s.max(self.store.first_seq().unwrap_or(0)),
-                None => return,
-            },
+            Role::Seed => {
+                let Some(mut from) = self.seed_from else {
+                    return;
+                };
+                // Skip the run of pieces already held, so the picker's bounded scan always
+                // looks at what is still missing.
+                from = from.max(self.store.first_seq().unwrap_or(0));
+                while self.store.contains(from) {
+                    from += 1;
+                }
+                self.seed_from = Some(from);
+                from
+            }
             Role::Receiver => match self.playout.as_ref().and_then(|p| p.cursor()) {
                 Some(c) => c,
                 None => return,
@@ -719,7 +738,7 @@ impl Swarm {
             peers: &self.peers,
             inflight: &self.inflight,
         };
-        let wants = picker::wanted(&view, from, urgent_within);
+        let wants = picker::wanted(&view, from, urgent_within, room);
         for want in wants.into_iter().take(room) {
             if self.eos_seq.is_some_and(|e| want.seq > e) {
                 continue;
@@ -761,7 +780,10 @@ impl Swarm {
         }
         for (pid, seq) in expired {
             let p = self.peers.get_mut(&pid).unwrap();
-            p.requested.remove(&seq);
+            if let Some(sent) = p.requested.remove(&seq) {
+                // Back off: the peer is at least twice as slow as we waited (as TCP does).
+                p.note_rtt(2 * now.saturating_duration_since(sent).as_micros() as u64);
+            }
             p.refuse(seq, now);
             send_live(p, LiveMessage::Cancel { seq });
             self.stats.request_timeouts += 1;
@@ -789,10 +811,18 @@ impl Swarm {
         if ids.is_empty() {
             return;
         }
+        // Trusted seedboxes are served first: what they get, they pass on to many.
+        ids.sort_by_key(|id| !self.peers[id].trusted);
+        let trusted = ids.iter().take_while(|id| self.peers[*id].trusted).count();
         loop {
             let mut sent_any = false;
             for i in 0..ids.len() {
-                let id = ids[(self.serve_turn + i) % ids.len()];
+                let id = if i < trusted {
+                    ids[i]
+                } else {
+                    let others = ids.len() - trusted;
+                    ids[trusted + (self.serve_turn + i - trusted) % others]
+                };
                 let p = self.peers.get_mut(&id).unwrap();
                 let Some(&(seq, _)) = p.queue.front() else {
                     continue;
@@ -811,7 +841,9 @@ impl Swarm {
                 send_live(p, LiveMessage::Piece(piece.wire().clone()));
                 self.stats.bytes_up += len;
                 self.stats.pieces_sent += 1;
-                self.serve_turn = (self.serve_turn + i + 1) % ids.len();
+                if i >= trusted {
+                    self.serve_turn = (self.serve_turn + i - trusted + 1) % (ids.len() - trusted);
+                }
                 sent_any = true;
                 break;
             }

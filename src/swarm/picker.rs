@@ -38,7 +38,9 @@ pub struct View<'a> {
 }
 
 /// Pieces worth requesting now, best first. `from` is the first sequence number of interest.
-pub fn wanted(v: &View, from: u64, urgent_within: Duration) -> Vec<Want> {
+/// At most `limit` are needed; the scan stops early so that its cost stays small however
+/// many pieces are announced (it runs after every event).
+pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec<Want> {
     let View {
         now,
         playout,
@@ -51,8 +53,19 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration) -> Vec<Want> {
     let mut rest = Vec::new();
     let newest_held = store.newest().map(|p| p.seq());
     for (seq, _meta) in known.range_from(from).take(MAX_AHEAD) {
+        // Enough urgent ones, or enough others to choose the rarest among.
+        if urgent.len() >= limit || urgent.len() + rest.len() >= 4 * limit {
+            break;
+        }
         if store.contains(seq) || inflight.contains_key(&seq) {
             continue;
+        }
+        let holders = peers
+            .values()
+            .filter(|p| p.is_active() && p.haves.contains(&seq))
+            .count();
+        if holders == 0 {
+            continue; // nobody to ask
         }
         let due = playout.and_then(|p| p.due(seq, known));
         if let (Some(due), Some(newest)) = (due, newest_held)
@@ -68,12 +81,12 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration) -> Vec<Want> {
         if is_urgent {
             urgent.push(Want { seq, urgent: true });
         } else {
-            let holders = peers.values().filter(|p| p.haves.contains(&seq)).count();
             rest.push((holders, Want { seq, urgent: false }));
         }
     }
     rest.sort_by_key(|(holders, w)| (*holders, w.seq));
     urgent.extend(rest.into_iter().map(|(_, w)| w));
+    urgent.truncate(limit);
     urgent
 }
 

@@ -203,6 +203,13 @@ pub fn max_message_len(max_payload: u32) -> usize {
 
 /// Decodes one length-prefixed message. Returns the message and the bytes it used.
 pub fn decode(buf: &[u8], max_len: usize) -> Result<(Message, usize), DecodeError> {
+    let used = frame_len(buf, max_len)?;
+    let frame = Bytes::copy_from_slice(&buf[..used]);
+    Ok((decode_frame(&frame)?, used))
+}
+
+/// The length (prefix included) of the first message in `buf`, once all of it is there.
+pub fn frame_len(buf: &[u8], max_len: usize) -> Result<usize, DecodeError> {
     if buf.len() < 4 {
         return Err(DecodeError::NeedMore);
     }
@@ -215,32 +222,37 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(Message, usize), DecodeErro
     if buf.len() < 4 + len {
         return Err(DecodeError::NeedMore);
     }
-    let used = 4 + len;
-    if len == 0 {
-        return Ok((Message::KeepAlive, used));
+    Ok(4 + len)
+}
+
+/// Decodes one whole message as measured by [`frame_len`]. A piece is a slice of `frame`,
+/// not a copy.
+pub fn decode_frame(frame: &Bytes) -> Result<Message, DecodeError> {
+    if frame.len() == 4 {
+        return Ok(Message::KeepAlive);
     }
-    let body = &buf[5..used];
+    let body = &frame[5..];
     let no_body = |m: Message| {
         if body.is_empty() {
-            Ok((m, used))
+            Ok(m)
         } else {
             Err(DecodeError::Invalid("unexpected payload".into()))
         }
     };
-    match buf[4] {
+    match frame[4] {
         MSG_CHOKE => no_body(Message::Choke),
         MSG_UNCHOKE => no_body(Message::Unchoke),
         MSG_INTERESTED => no_body(Message::Interested),
         MSG_NOT_INTERESTED => no_body(Message::NotInterested),
-        MSG_EXTENDED => decode_extended(body).map(|m| (m, used)),
+        MSG_EXTENDED => decode_extended(frame),
         other => Err(DecodeError::Invalid(format!(
             "unsupported message id {other}"
         ))),
     }
 }
 
-fn decode_extended(body: &[u8]) -> Result<Message, DecodeError> {
-    let Some((&ext_id, rest)) = body.split_first() else {
+fn decode_extended(frame: &Bytes) -> Result<Message, DecodeError> {
+    let Some((&ext_id, rest)) = frame[5..].split_first() else {
         return Err(DecodeError::Invalid("empty extended message".into()));
     };
     match ext_id {
@@ -248,17 +260,20 @@ fn decode_extended(body: &[u8]) -> Result<Message, DecodeError> {
             Err(DecodeError::Invalid("extended handshake too long".into()))
         }
         0 => ExtHandshake::decode(rest).map(Message::ExtHandshake),
-        OUR_LIVE_ID => decode_live(rest).map(Message::Live),
+        OUR_LIVE_ID => decode_live(frame).map(Message::Live),
         other => Err(DecodeError::Invalid(format!(
             "unknown extended message id {other}"
         ))),
     }
 }
 
-fn decode_live(body: &[u8]) -> Result<LiveMessage, DecodeError> {
-    let Some((&kind, rest)) = body.split_first() else {
+/// A live message: `frame` is length, id 20, extension id, kind, body.
+fn decode_live(frame: &Bytes) -> Result<LiveMessage, DecodeError> {
+    const BODY: usize = 7;
+    let Some(&kind) = frame.get(BODY - 1) else {
         return Err(DecodeError::Invalid("empty live message".into()));
     };
+    let rest = &frame[BODY..];
     let seq_only = |rest: &[u8]| -> Result<u64, DecodeError> {
         let arr: [u8; 8] = rest
             .try_into()
@@ -292,7 +307,7 @@ fn decode_live(body: &[u8]) -> Result<LiveMessage, DecodeError> {
             })
         }
         LIVE_REQUEST => seq_only(rest).map(|seq| LiveMessage::Request { seq }),
-        LIVE_PIECE => Ok(LiveMessage::Piece(Bytes::copy_from_slice(rest))),
+        LIVE_PIECE => Ok(LiveMessage::Piece(frame.slice(BODY..))),
         LIVE_REJECT => seq_only(rest).map(|seq| LiveMessage::Reject { seq }),
         LIVE_CANCEL => seq_only(rest).map(|seq| LiveMessage::Cancel { seq }),
         other => Err(DecodeError::Invalid(format!(
