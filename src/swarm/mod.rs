@@ -281,7 +281,7 @@ impl Swarm {
                 match wire::Handshake::decode(&peer.inbuf) {
                     Ok(hs) => {
                         let _ = peer.inbuf.split_to(wire::HANDSHAKE_LEN);
-                        self.on_handshake(now, id, hs);
+                        self.on_handshake(id, hs);
                         continue;
                     }
                     Err(wire::DecodeError::NeedMore) => break,
@@ -417,7 +417,7 @@ impl Swarm {
 
     // ----- event handling -----------------------------------------------------------------
 
-    fn on_handshake(&mut self, now: Instant, id: PeerId, hs: wire::Handshake) {
+    fn on_handshake(&mut self, id: PeerId, hs: wire::Handshake) {
         if hs.info_hash != self.config.info_hash.0 {
             return self.close(id, "handshake for another torrent".into());
         }
@@ -458,7 +458,6 @@ impl Swarm {
         let p = self.peers.get_mut(&id).unwrap();
         p.remote_id = Some(hs.peer_id);
         p.phase = Phase::Extended;
-        let _ = now;
     }
 
     fn on_message(&mut self, now: Instant, id: PeerId, msg: Message) {
@@ -641,7 +640,6 @@ impl Swarm {
         }
         self.inflight.remove(&h.seq);
         self.evict();
-        let _ = now;
     }
 
     // ----- the periodic work, run after every event ---------------------------------------
@@ -668,16 +666,11 @@ impl Swarm {
     }
 
     fn hook_in(&mut self, now: Instant) {
-        match self.config.role {
-            Role::Receiver => {
-                let playout = self.playout.as_mut().unwrap();
-                if let Some(seq) = playout.try_hook(now, &self.known) {
-                    tracing::info!(seq, "hooked in");
-                }
-            }
-            _ => {}
+        if let Some(playout) = self.playout.as_mut()
+            && let Some(seq) = playout.try_hook(now, &self.known)
+        {
+            tracing::info!(seq, "hooked in");
         }
-        let _ = now;
     }
 
     /// Seeds fetch everything from SEED_BACKFILL_US behind the newest announced piece on;
