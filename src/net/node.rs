@@ -244,7 +244,7 @@ pub async fn run(
                     });
                 }
                 Output::Disconnect { peer, reason } => {
-                    tracing::debug!(peer, %reason, "disconnecting");
+                    tracing::info!(peer, %reason, "closing connection");
                     if let Some(c) = conns.remove(&peer) {
                         c.reader.abort();
                         // Dropping the sender lets the writer flush what is queued, then close.
