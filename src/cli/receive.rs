@@ -229,7 +229,15 @@ async fn feed_player(
                     buffer_fill: 0.0,
                     error: None,
                 };
-                leds.send_replace(led_status(st.swarm.state));
+                let mut led = led_status(st.swarm.state);
+                // Nobody to talk to and no address of our own: the cable, not the swarm.
+                if st.swarm.peers == 0
+                    && st.swarm.state == State::Joining
+                    && crate::player::local_addresses().is_empty()
+                {
+                    led = leds::Status::NoNetwork;
+                }
+                leds.send_replace(led);
                 // `End` (below) tells the player, which shows the ended slate once the picture
                 // it holds has played out; saying "ended" now would cut that short.
                 if st.swarm.state == State::Ended {
