@@ -366,8 +366,10 @@ async fn gap_resyncs_without_restart() {
     .await;
     eprintln!("gap: {}", serde_json::to_string(&st).unwrap());
     assert_eq!(st.pipeline_restarts, 0);
-    // 240 frames less about 12 lost and up to a GOP (30) waiting for the keyframe.
-    assert!(st.frames_rendered >= 175, "{} frames", st.frames_rendered);
+    // 240 frames less about 12 lost and up to a GOP (30) waiting for the keyframe: about 200.
+    // About 96 come before the gap, so 150 shows the picture resumed after it, with room for
+    // frames a loaded machine drops as late.
+    assert!(st.frames_rendered >= 150, "{} frames", st.frames_rendered);
     h.stop();
 }
 
