@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nordlys::source::input::{Pace, open};
 use nordlys::source::packetizer::{DEFAULT_FLUSH_AFTER, Packetizer, RawPiece};
-use nordlys::source::ts::{PAT_PID, Packet, is_random_access};
+use nordlys::source::ts::{PAT_PID, Packet, PacketKind, ProgramTracker, is_random_access};
 use nordlys::test_media::{Spec, ts_file};
 
 fn media(_name: &str) -> PathBuf {
@@ -54,18 +54,32 @@ async fn file_to_pieces_is_exact_and_keyframe_aligned() {
     }
 }
 
+/// Packets of a random-access piece up to (not including) its first video packet, and
+/// whether that video packet starts a keyframe. `tracker` follows the whole stream.
+fn psi_before_keyframe(tracker: &mut ProgramTracker, piece: &RawPiece) -> (Vec<PacketKind>, bool) {
+    let mut before = Vec::new();
+    for p in piece.payload.chunks(188).filter_map(Packet::parse) {
+        match tracker.observe(&p) {
+            PacketKind::Video { random_access } => return (before, random_access),
+            kind => before.push(kind),
+        }
+    }
+    (before, false)
+}
+
 #[tokio::test]
 async fn test_pattern_to_pieces() {
     let mut input = open("test-pattern", Pace::Pcr).await.unwrap();
     let mut pz = Packetizer::new(188 * 64, DEFAULT_FLUSH_AFTER);
+    let mut tracker = ProgramTracker::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut random_access = 0;
     let mut pieces = 0;
-    // Live input: run until two keyframe pieces went out (the GOP is 30 frames).
-    while random_access < 2 {
+    // Live input: run until four keyframe pieces went out (the GOP is 30 frames at 30 fps).
+    while random_access < 4 {
         let chunk = tokio::time::timeout_at(deadline, input.recv())
             .await
-            .expect("two keyframes within 60 s")
+            .expect("four keyframes within 60 s")
             .unwrap_or_else(|| panic!("input ended: {:?}", input.error()));
         let now = Instant::now();
         let mut out = pz.push(now, 0, &chunk);
@@ -73,9 +87,25 @@ async fn test_pattern_to_pieces() {
         for p in out {
             assert!(p.payload.len() <= 188 * 64 && p.payload.len() % 188 == 0);
             pieces += 1;
+            let (before, keyframe) = psi_before_keyframe(&mut tracker, &p);
             if p.random_access {
                 random_access += 1;
                 assert!(starts_keyframe(&pz, &p));
+                assert!(keyframe);
+                if random_access > 1 {
+                    // The muxer repeats PAT and PMT right before every keyframe, so a
+                    // receiver joining at this piece can demux at once.
+                    assert_eq!(
+                        Packet::parse(&p.payload).unwrap().pid(),
+                        PAT_PID,
+                        "random-access piece {random_access} does not start with a PAT"
+                    );
+                    assert!(
+                        before.contains(&PacketKind::Pmt),
+                        "random-access piece {random_access}: no PMT before the keyframe \
+                         ({before:?})"
+                    );
+                }
             }
         }
     }

@@ -100,6 +100,36 @@ fn ghost_unlinked_src_pads(bin: &gst::Bin) -> Result<()> {
     Ok(())
 }
 
+/// Make `mpegtsmux` write PAT and PMT directly before every video keyframe, as ffmpeg's
+/// muxer does (on its own it repeats them only every ~100 ms): the packetizer then puts
+/// them at the start of the keyframe's piece, and a receiver joining there demuxes at once.
+///
+/// mpegtsmux (1.14 and later) takes a downstream force-key-unit event with `all-headers`
+/// on a sink pad as a request to resend PAT/PMT/SI before the next video keyframe
+/// (non-delta buffer) it muxes. So, on `parser`'s src pad, every keyframe buffer is
+/// preceded by such an event. The event carries no running time: the muxer then does not
+/// compare times and takes the very next keyframe, which is the buffer that follows.
+fn resend_psi_at_keyframes(parser: &gst::Element) -> Result<()> {
+    let pad = parser
+        .static_pad("src")
+        .context("the video parser has no src pad")?;
+    pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+        {
+            let event = gstreamer_video::DownstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            if !pad.push_event(event) {
+                tracing::debug!("the force-key-unit event before a keyframe was not handled");
+            }
+        }
+        gst::PadProbeReturn::Ok
+    })
+    .context("adding the keyframe probe")?;
+    Ok(())
+}
+
 /// Start a TS-producing input. TS bytes (whole 188-byte packets) arrive on the receiver in
 /// real time; the channel closes when the pipeline ends or fails (see [`GstInput::error`]).
 /// `size` scales the video (default: the source's own size, 1280x720 for the test pattern).
@@ -234,6 +264,7 @@ pub fn spawn_gst_input(
         )
         .context("linking the video source")?;
     vchain[6].link(&mux).context("linking video to mpegtsmux")?;
+    resend_psi_at_keyframes(&vchain[6])?;
 
     if let Some(audio_src) = audio_src {
         let aq = make("queue")?;
