@@ -140,9 +140,9 @@ pub struct SeedArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReceiveArgs {
-    /// The live torrent (required unless a config file names the stream).
+    /// The live torrent: a file or an http:// URL (required unless a config names the stream).
     #[arg(long)]
-    pub torrent: Option<PathBuf>,
+    pub torrent: Option<String>,
     /// `play` (the default), `-` for stdout, or a file path.
     #[arg(long)]
     pub output: Option<String>,

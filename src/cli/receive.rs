@@ -38,10 +38,10 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
             }
         }
     }
-    let Some(torrent_path) = args.torrent.clone() else {
+    let Some(torrent_spec) = args.torrent.clone() else {
         bail!("--torrent is required (or --config naming the stream)");
     };
-    let torrent = match LiveTorrent::read(&torrent_path) {
+    let torrent = match load_torrent(&torrent_spec).await {
         Ok(t) => t,
         Err(e) if appliance => {
             let config = startup.as_ref().unwrap().config();
@@ -110,14 +110,57 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     Ok(())
 }
 
+/// A torrent from a file, or from an http:// URL (retried for a minute: at boot the network
+/// may come up after us).
+async fn load_torrent(spec: &str) -> anyhow::Result<LiveTorrent> {
+    if !spec.starts_with("http://") && !spec.starts_with("https://") {
+        return LiveTorrent::read(std::path::Path::new(spec));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut last = None;
+    for attempt in 0..12 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        match fetch_torrent(&client, spec).await {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                tracing::warn!(url = spec, error = %format!("{e:#}"), "cannot fetch the torrent yet");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap().context(format!("cannot fetch {spec}")))
+}
+
+async fn fetch_torrent(client: &reqwest::Client, url: &str) -> anyhow::Result<LiveTorrent> {
+    let mut resp = client.get(url).send().await?.error_for_status()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > crate::torrent::MAX_TORRENT_BYTES {
+            bail!(
+                "more than {} bytes: not a torrent",
+                crate::torrent::MAX_TORRENT_BYTES
+            );
+        }
+    }
+    LiveTorrent::parse(&body)
+}
+
 fn apply_config(
     args: &mut ReceiveArgs,
     c: &crate::appliance::config::Config,
 ) -> anyhow::Result<()> {
     use crate::appliance::config::{self as cfg, StreamSource};
     match c.stream_source() {
-        Some(StreamSource::TorrentFile(path)) => args.torrent = Some(path),
-        Some(other) => bail!("stream.source {other:?} is not supported yet: use a .torrent file"),
+        Some(StreamSource::TorrentFile(path)) => args.torrent = Some(path.display().to_string()),
+        Some(StreamSource::TorrentUrl(url)) => args.torrent = Some(url.to_string()),
+        Some(StreamSource::Magnet(_)) => {
+            bail!("stream.source: magnet links are not supported yet; use a .torrent file or URL")
+        }
         None => bail!("stream.source is missing"),
     }
     args.latency = c.stream.target_latency_ms as u64;
@@ -329,4 +372,48 @@ async fn show_config_error(
     let _ = crate::appliance::systemd::notify_status(&format!("config error: {error}"));
     std::future::pending::<()>().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Serves one HTTP response with `body` to each connection.
+    async fn serve(body: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            }
+        });
+        format!("http://{addr}/event.torrent")
+    }
+
+    #[tokio::test]
+    async fn torrent_from_a_url() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+        let bytes = LiveTorrent::create("hall", &key, 32712, 30, &[]).unwrap();
+        let url = serve(bytes).await;
+        let t = load_torrent(&url).await.unwrap();
+        assert_eq!(t.name, "hall");
+    }
+
+    #[tokio::test]
+    async fn oversized_or_bad_downloads_are_refused() {
+        let client = reqwest::Client::new();
+        let url = serve(vec![b'x'; crate::torrent::MAX_TORRENT_BYTES + 10]).await;
+        let err = fetch_torrent(&client, &url).await.unwrap_err();
+        assert!(format!("{err:#}").contains("not a torrent"), "{err:#}");
+        let url = serve(b"d4:spam4:eggse".to_vec()).await;
+        assert!(fetch_torrent(&client, &url).await.is_err());
+    }
 }
