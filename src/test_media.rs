@@ -40,6 +40,50 @@ impl Spec {
     }
 }
 
+/// A small file for the source layer's tests: 640x360, half-second GOP. The name is only
+/// for the caller's reading; the file is named by what it holds.
+pub fn small(_name: &str, seconds: u32, codec: &'static str) -> PathBuf {
+    ts_file(Spec {
+        gop: 15,
+        ..Spec::new(codec, 640, 360, seconds)
+    })
+}
+
+/// Summary of a PNG (decoded by ffmpeg, scaled to 320x180): mean luma, the fraction of
+/// colourful pixels, the fraction of bright pixels. Tells a test picture from the slate.
+pub fn png_summary(path: &std::path::Path) -> (f64, f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-vf",
+            "scale=320:180",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg decodes the PNG");
+    assert!(out.status.success(), "cannot decode {}", path.display());
+    let px = out.stdout.chunks_exact(3);
+    let n = px.len() as f64;
+    assert!(n > 0.0);
+    let (mut luma, mut colour, mut bright) = (0.0, 0.0, 0.0);
+    for p in px {
+        let y = 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
+        luma += y;
+        if p.iter().max().unwrap() - p.iter().min().unwrap() > 60 {
+            colour += 1.0;
+        }
+        if y > 180.0 {
+            bright += 1.0;
+        }
+    }
+    (luma / n, colour / n, bright / n)
+}
+
 /// The path of a cached TS file with testsrc2 video and a sine tone (AAC), made on first use.
 /// Panics (a test failure, never a skip) with a clear message when ffmpeg is missing.
 pub fn ts_file(spec: Spec) -> PathBuf {

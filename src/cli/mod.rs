@@ -73,10 +73,9 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// How a node meets its swarm: shared by every role.
 #[derive(Args, Debug, Clone)]
-pub struct SwarmArgs {
-    #[arg(long)]
-    pub torrent: PathBuf,
+pub struct NetArgs {
     /// Address to accept peers on (port 0: any free port).
     #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
@@ -95,6 +94,14 @@ pub struct SwarmArgs {
     /// Upload slots (peers served at once).
     #[arg(long, default_value_t = 40)]
     pub upload_slots: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SwarmArgs {
+    #[arg(long)]
+    pub torrent: PathBuf,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -149,18 +156,8 @@ pub struct ReceiveArgs {
     /// Playout buffer in milliseconds: how far behind the newest piece to start.
     #[arg(long, default_value_t = 2000)]
     pub latency: u64,
-    #[arg(long, default_value = "0.0.0.0:0")]
-    pub listen: SocketAddr,
-    #[arg(long = "peer")]
-    pub peers: Vec<SocketAddr>,
-    #[arg(long)]
-    pub upload_limit: Option<u64>,
-    #[arg(long)]
-    pub status_addr: Option<SocketAddr>,
-    #[arg(long)]
-    pub linger: Option<u64>,
-    #[arg(long, default_value_t = 40)]
-    pub upload_slots: usize,
+    #[command(flatten)]
+    pub net: NetArgs,
     /// `auto`, `kms[:CONNECTOR_ID]`, `window` or `fake`.
     #[arg(long, default_value = "auto")]
     pub video_sink: VideoSink,

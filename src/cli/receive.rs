@@ -59,19 +59,8 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         Output::Play => Some(start_player(&args, &torrent.name)?),
         _ => None,
     };
-    let mut setup = NodeSetup {
-        role: Role::Receiver,
-        torrent,
-        listen: args.listen,
-        peers: args.peers.clone(),
-        upload_limit_kbit: args.upload_limit,
-        status_addr: args.status_addr,
-        linger: Duration::from_secs(args.linger.unwrap_or(3)),
-        latency: Duration::from_millis(args.latency),
-        trusted: Vec::new(),
-        upload_slots: args.upload_slots,
-        status_extra: None,
-    };
+    let mut setup = NodeSetup::from_net(Role::Receiver, torrent, &args.net, 3);
+    setup.latency = Duration::from_millis(args.latency);
     if let Some(p) = &player {
         let p = p.clone();
         setup.status_extra = Some(Arc::new(move || {
@@ -164,16 +153,16 @@ fn apply_config(
         None => bail!("stream.source is missing"),
     }
     args.latency = c.stream.target_latency_ms as u64;
-    args.listen = std::net::SocketAddr::new([0, 0, 0, 0].into(), c.network.listen_port);
+    args.net.listen = std::net::SocketAddr::new([0, 0, 0, 0].into(), c.network.listen_port);
     if c.network.upload_limit_kbps > 0 {
-        args.upload_limit = Some(c.network.upload_limit_kbps as u64);
+        args.net.upload_limit = Some(c.network.upload_limit_kbps as u64);
     }
     for p in &c.network.static_peers {
         if let Ok(addr) = p.parse() {
-            args.peers.push(addr);
+            args.net.peers.push(addr);
         }
     }
-    args.status_addr = c.status_address.or(args.status_addr);
+    args.net.status_addr = c.status_address.or(args.net.status_addr);
     args.venue = c.venue.clone();
     args.video_sink = match c.video.sink {
         cfg::VideoSink::Auto => crate::player::VideoSink::Auto,

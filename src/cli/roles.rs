@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cli::{InjectArgs, SeedArgs, SwarmArgs};
+use crate::cli::{InjectArgs, NetArgs, SeedArgs, SwarmArgs};
 use crate::net::node::{self, InjectorInput, NodeHandles, NodeOptions, NodeStatus};
 use crate::net::status;
 use crate::net::tracker;
@@ -32,19 +32,24 @@ pub struct NodeSetup {
 
 impl NodeSetup {
     pub fn from_args(role: Role, args: &SwarmArgs, default_linger: u64) -> anyhow::Result<Self> {
-        Ok(NodeSetup {
+        let torrent = LiveTorrent::read(&args.torrent)?;
+        Ok(Self::from_net(role, torrent, &args.net, default_linger))
+    }
+
+    pub fn from_net(role: Role, torrent: LiveTorrent, net: &NetArgs, default_linger: u64) -> Self {
+        NodeSetup {
             role,
-            torrent: LiveTorrent::read(&args.torrent)?,
-            listen: args.listen,
-            peers: args.peers.clone(),
-            upload_limit_kbit: args.upload_limit,
-            status_addr: args.status_addr,
-            linger: Duration::from_secs(args.linger.unwrap_or(default_linger)),
+            torrent,
+            listen: net.listen,
+            peers: net.peers.clone(),
+            upload_limit_kbit: net.upload_limit,
+            status_addr: net.status_addr,
+            linger: Duration::from_secs(net.linger.unwrap_or(default_linger)),
             latency: Duration::from_millis(2000),
             trusted: Vec::new(),
-            upload_slots: args.upload_slots,
+            upload_slots: net.upload_slots,
             status_extra: None,
-        })
+        }
     }
 }
 

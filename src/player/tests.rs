@@ -2,7 +2,6 @@
 //! GStreamer's), the player plays them headless (fake sinks) at real-time pace.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -124,41 +123,7 @@ async fn plays_h265_aac_from_ffmpeg() {
     play_file("h265").await;
 }
 
-/// Decoded PNG as (mean luma, fraction of colourful pixels, fraction of bright pixels).
-fn png_summary(path: &Path) -> (f64, f64, f64) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
-            "-vf",
-            "scale=320:180",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cannot decode {}", path.display());
-    let px = out.stdout.chunks_exact(3);
-    let n = px.len() as f64;
-    assert!(n > 0.0);
-    let (mut luma, mut colour, mut bright) = (0.0, 0.0, 0.0);
-    for p in px {
-        let (r, g, b) = (p[0] as f64, p[1] as f64, p[2] as f64);
-        let y = 0.299 * r + 0.587 * g + 0.114 * b;
-        luma += y;
-        let spread = p.iter().max().unwrap() - p.iter().min().unwrap();
-        if spread > 60 {
-            colour += 1.0;
-        }
-        if y > 180.0 {
-            bright += 1.0;
-        }
-    }
-    (luma / n, colour / n, bright / n)
-}
+use crate::test_media::png_summary;
 
 async fn fresh_snapshot(h: &PlayerHandle, path: &Path) -> (f64, f64, f64) {
     let n = h.stats().snapshots_written;

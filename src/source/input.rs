@@ -379,15 +379,7 @@ async fn read_udp(socket: UdpSocket, tx: mpsc::Sender<Bytes>, error: ErrorSlot) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_media::Spec;
-
-    /// A small ffmpeg-made file: 640x360, half-second GOP.
-    fn ts_file(_name: &str, seconds: u32, video: &'static str) -> std::path::PathBuf {
-        crate::test_media::ts_file(Spec {
-            gop: 15,
-            ..Spec::new(video, 640, 360, seconds)
-        })
-    }
+    use crate::test_media::small as ts_file;
     use std::pin::Pin;
     use std::task::{Context as TaskContext, Poll};
     use std::time::{Duration, Instant};

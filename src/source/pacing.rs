@@ -127,16 +127,8 @@ impl PcrPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_media::Spec;
-
-    /// A small ffmpeg-made file: 640x360, half-second GOP.
-    fn ts_file(_name: &str, seconds: u32, video: &'static str) -> std::path::PathBuf {
-        crate::test_media::ts_file(Spec {
-            gop: 15,
-            ..Spec::new(video, 640, 360, seconds)
-        })
-    }
     use crate::source::ts::tests::{packet, pat_section, pmt_section, psi_packet};
+    use crate::test_media::small as ts_file;
 
     const MS: u64 = PCR_HZ / 1000;
 
