@@ -289,3 +289,62 @@ fn demo_runs_headless_and_reports_frames() {
         .expect("frames rendered in the summary");
     assert!(frames >= 300, "{summary}");
 }
+
+/// The appliance with a broken config does not exit (systemd would restart it in a loop): it
+/// stays up and shows the error on the slate.
+#[test]
+fn bad_config_shows_the_slate_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nordlys.toml");
+    std::fs::write(
+        &config,
+        "[stream]\nsource = \"/boot/event.torrent\"\ntarget_latncy_ms = 1\n",
+    )
+    .unwrap();
+    let snap = dir.path().join("slate.png");
+    let mut recv = start(
+        &strings(&[
+            "receive",
+            "--config",
+            config.to_str().unwrap(),
+            "--video-sink",
+            "fake",
+            "--snapshot",
+            snap.to_str().unwrap(),
+            "--snapshot-every",
+            "0.3",
+        ]),
+        &dir.path().join("recv.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !snap.exists() {
+        assert!(
+            recv.0.try_wait().unwrap().is_none(),
+            "the receiver exited on a bad config"
+        );
+        assert!(Instant::now() < deadline, "no snapshot of the slate");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let the snapshot finish being written: a complete PNG ends with the IEND chunk.
+    while !std::fs::read(&snap)
+        .unwrap_or_default()
+        .ends_with(&[0xae, 0x42, 0x60, 0x82])
+    {
+        assert!(Instant::now() < deadline, "snapshot never completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (luma, colour, _) = png_summary(&snap);
+    assert!(
+        colour < 0.05 && luma < 60.0,
+        "expected the dark slate (luma {luma:.0}, colour {colour:.2})"
+    );
+    assert!(
+        recv.0.try_wait().unwrap().is_none(),
+        "the receiver exited on a bad config"
+    );
+    let log = std::fs::read_to_string(dir.path().join("recv.log")).unwrap();
+    assert!(
+        log.contains("line 3, column 1"),
+        "the error names where: {log}"
+    );
+}

@@ -359,8 +359,18 @@ async fn show_config_error(
     }));
     let _ = crate::appliance::systemd::notify_ready();
     let _ = crate::appliance::systemd::notify_status(&format!("config error: {error}"));
-    std::future::pending::<()>().await;
-    Ok(())
+    // Nothing runs but this wait: keep the watchdog fed, or systemd would restart us into
+    // the same error every WatchdogSec.
+    let interval = crate::appliance::systemd::watchdog_interval();
+    loop {
+        match interval {
+            Some(every) => {
+                tokio::time::sleep(every).await;
+                let _ = crate::appliance::systemd::ping();
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 #[cfg(test)]
