@@ -48,6 +48,7 @@ pub struct NodeOptions {
     pub trusted: Vec<SocketAddr>,
     /// How long to keep serving after the stream ended.
     pub linger: Duration,
+    /// When the process started: `startup_ms` counts from here.
     pub started: Instant,
     pub max_peers: usize,
     pub upload_slots: usize,
@@ -152,7 +153,8 @@ pub async fn run(
     config.max_peers = opts.max_peers;
     config.upload_slots = opts.upload_slots;
     config.rng_seed = u64::from_le_bytes(config.peer_id[12..20].try_into().unwrap());
-    let start = Instant::now();
+    // `startup_ms` counts from the process start the caller passes in.
+    let start = opts.started.min(Instant::now());
     let mut swarm = Swarm::new(config, start);
     swarm.add_peer_addrs(start, opts.static_peers.iter().copied());
 
