@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nordlys::sim::{NodeSpec, Sim, StreamSpec};
+use nordlys::sim::{NodeSpec, Sim, StreamSpec, synthetic_payload};
 use nordlys::swarm::{Delivery, Role, State};
 
 const PAYLOAD: usize = 188 * 100; // 18.8 kB
@@ -106,6 +106,14 @@ fn run_concert(seed: u64, receivers: usize, latency_ms: u64) -> (Sim, Outcome) {
         }
         assert!(st.continuity >= 0.999, "receiver {i}: {st:?}");
         let hook = st.hook_seq.unwrap();
+        if std::env::var_os("SIMDEBUG").is_some() {
+            let gaps: Vec<_> = sim
+                .deliveries(i)
+                .iter()
+                .filter(|d| matches!(d, Delivery::Gap { .. }))
+                .collect();
+            eprintln!("receiver {i}: {gaps:?} {st:?}");
+        }
         assert_same(
             sim.output(i),
             &sim.expected_from(hook),
@@ -197,12 +205,21 @@ fn bad_signature_is_never_output_and_the_sender_is_banned() {
         let st = sim.status(i).unwrap();
         assert_eq!(st.state, State::Ended);
         rejected += st.pieces_rejected;
-        let hook = st.hook_seq.unwrap();
-        assert_same(
-            sim.output(i),
-            &sim.expected_from(hook),
-            &format!("receiver {i}"),
-        );
+        // Every byte output is the injector's own: each piece's payload is exactly what was
+        // made for its sequence number. (With its only seedbox hostile, a receiver may miss
+        // pieces; this test is about what reaches the output, not continuity.)
+        let mut data = 0;
+        for d in sim.deliveries(i) {
+            if let Delivery::Data { seq, payload, .. } = d {
+                assert_eq!(
+                    &payload[..],
+                    &synthetic_payload(*seq, PAYLOAD)[..],
+                    "receiver {i}, piece {seq}"
+                );
+                data += 1;
+            }
+        }
+        assert!(data > 40, "receiver {i} output only {data} pieces");
         assert!(st.peers_banned <= 1);
     }
     assert!(rejected >= 1, "the hostile seed never got to send a piece");

@@ -94,6 +94,9 @@ pub struct NetArgs {
     /// Upload slots (peers served at once).
     #[arg(long, default_value_t = 40)]
     pub upload_slots: usize,
+    /// A tracker to announce to besides the torrent's own (repeatable; http only).
+    #[arg(long = "tracker")]
+    pub trackers: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

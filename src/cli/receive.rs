@@ -49,6 +49,13 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         }
         Err(e) => return Err(e),
     };
+    if args.latency >= torrent.window_secs as u64 * 1000 {
+        bail!(
+            "--latency {} ms must be below the torrent's window of {} s: peers keep no older stream",
+            args.latency,
+            torrent.window_secs
+        );
+    }
     let output = match args.output.as_deref() {
         None | Some("play") => Output::Play,
         Some("-") => Output::Stdout,
@@ -158,10 +165,14 @@ fn apply_config(
         args.net.upload_limit = Some(c.network.upload_limit_kbps as u64);
     }
     for p in &c.network.static_peers {
-        if let Ok(addr) = p.parse() {
-            args.net.peers.push(addr);
+        // `host:port`: names are resolved once, at start.
+        use std::net::ToSocketAddrs;
+        match p.to_socket_addrs() {
+            Ok(addrs) => args.net.peers.extend(addrs),
+            Err(e) => tracing::warn!(peer = %p, error = %e, "cannot resolve a static peer"),
         }
     }
+    args.net.trackers.extend(c.network.trackers.iter().cloned());
     args.net.status_addr = c.status_address.or(args.net.status_addr);
     args.venue = c.venue.clone();
     args.video_sink = match c.video.sink {

@@ -26,6 +26,8 @@ pub struct NodeSetup {
     pub latency: Duration,
     pub trusted: Vec<SocketAddr>,
     pub upload_slots: usize,
+    /// Trackers to announce to besides the torrent's own.
+    pub extra_trackers: Vec<String>,
     /// Extra fields for the status endpoint (the player's counters).
     pub status_extra: Option<status::Extra>,
 }
@@ -48,6 +50,7 @@ impl NodeSetup {
             latency: Duration::from_millis(2000),
             trusted: Vec::new(),
             upload_slots: net.upload_slots,
+            extra_trackers: net.trackers.clone(),
             status_extra: None,
         }
     }
@@ -91,7 +94,12 @@ pub async fn start(
     let (peers_tx, peers_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = oneshot::channel();
-    let torrent = setup.torrent.clone();
+    let mut torrent = setup.torrent.clone();
+    for t in &setup.extra_trackers {
+        if !torrent.trackers.contains(t) {
+            torrent.trackers.push(t.clone());
+        }
+    }
     let peer_id = node::new_peer_id();
     tracing::info!(
         role = setup.role.name(),
@@ -104,7 +112,7 @@ pub async fn start(
         torrent: setup.torrent,
         listener,
         static_peers: setup.peers,
-        upload_limit_bytes: setup.upload_limit_kbit.map(|k| k * 1000 / 8),
+        upload_limit_bytes: setup.upload_limit_kbit.map(|k| k.saturating_mul(125)),
         latency: setup.latency,
         trusted: setup.trusted,
         linger: setup.linger,

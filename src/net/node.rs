@@ -22,8 +22,9 @@ use crate::source::packetizer::{Packetizer, RawPiece};
 use crate::swarm::{Config, Delivery, Output, PeerId, Role, Swarm, SwarmStatus};
 use crate::torrent::LiveTorrent;
 
-/// Bytes queued for one peer's socket at most (about 100 pieces); beyond it the peer is too
-/// slow and is disconnected.
+/// Writes queued for one peer's socket at most (each a flush of the core's outbox, so a few
+/// pieces at most: requests per peer are bounded); beyond it the peer is too slow and is
+/// disconnected.
 const WRITE_QUEUE: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 64 * 1024;
@@ -89,8 +90,14 @@ enum Event {
 
 struct Conn {
     tx: mpsc::Sender<Bytes>,
+    /// Bytes handed to the writer and not yet written.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     reader: tokio::task::JoinHandle<()>,
 }
+
+/// Bytes queued for one peer's socket at most; a peer that does not read is disconnected
+/// before it can make us hold more.
+const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 pub fn wall_clock_us() -> u64 {
     SystemTime::now()
@@ -223,7 +230,7 @@ pub async fn run(
             match out {
                 Output::Transmit { peer, data } => {
                     if let Some(conn) = conns.get(&peer)
-                        && conn.tx.try_send(data).is_err()
+                        && !conn.send(data)
                     {
                         tracing::info!(peer, "peer cannot keep up with what we send; closing");
                         if let Some(c) = conns.remove(&peer) {
@@ -269,13 +276,13 @@ pub async fn run(
         };
         // Publish status periodically and on state changes.
         {
-            let st = swarm.status(now);
-            if now >= next_status || Some(st.state) != last_state {
-                last_state = Some(st.state);
+            let (state, ended) = swarm.state();
+            if now >= next_status || Some(state) != last_state {
+                last_state = Some(state);
                 next_status = now + STATUS_EVERY;
                 status_tx.send_replace(Some(status_now(&swarm, &packetizer)));
             }
-            if st.ended {
+            if ended {
                 ended_at.get_or_insert(now);
             }
         }
@@ -406,6 +413,8 @@ fn spawn_conn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Con
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = queued.clone();
     let closed = events.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; READ_CHUNK];
@@ -430,8 +439,22 @@ fn spawn_conn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Con
             if wr.write_all(&data).await.is_err() {
                 break;
             }
+            written.fetch_sub(data.len(), std::sync::atomic::Ordering::Relaxed);
         }
         let _ = wr.shutdown().await;
     });
-    Conn { tx, reader }
+    Conn { tx, queued, reader }
+}
+
+impl Conn {
+    /// Queues bytes for the socket; false when the peer has too much waiting already.
+    fn send(&self, data: Bytes) -> bool {
+        use std::sync::atomic::Ordering;
+        let len = data.len();
+        if self.queued.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+            return false;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx.try_send(data).is_ok()
+    }
 }

@@ -15,7 +15,8 @@ impl Swarm {
             self.addrs.remove(&addr);
             return self.close(id, "connected to ourselves".into());
         }
-        if self.banned_ids.contains(&hs.peer_id) {
+        let ip = self.peers[&id].addr.ip();
+        if self.banned_ids.contains(&(ip, hs.peer_id)) {
             return self.close(id, "banned peer".into());
         }
         if !hs.extensions {
@@ -34,7 +35,7 @@ impl Swarm {
         if let Some((&other, other_peer)) = self
             .peers
             .iter()
-            .find(|(o, p)| **o != id && p.remote_id == Some(hs.peer_id))
+            .find(|(o, p)| **o != id && p.remote_id == Some(hs.peer_id) && p.addr.ip() == ip)
         {
             let (keep_new, other_outbound) = (opener(outbound), opener(other_peer.outbound));
             if keep_new < other_outbound {
@@ -127,9 +128,12 @@ impl Swarm {
                 for e in &entries {
                     p.learn_have(e.seq);
                 }
-                let floor = self.window_floor();
-                for e in entries.iter().filter(|e| e.seq >= floor) {
-                    self.known.learn(e, now);
+                // The injector makes every piece: peers' claims teach it nothing.
+                if self.config.role != Role::Injector {
+                    let floor = self.window_floor();
+                    for e in entries.iter().filter(|e| e.seq >= floor) {
+                        self.known.learn(e, now);
+                    }
                 }
                 if self.config.role == Role::Seed {
                     self.seed_backfill(&entries);
@@ -137,6 +141,9 @@ impl Swarm {
             }
             LiveMessage::Request { seq } => {
                 let have = self.store.contains(seq);
+                if have && self.config.role == Role::Injector {
+                    self.asked.insert(seq);
+                }
                 let p = self.peers.get_mut(&id).unwrap();
                 if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
                     send_live(p, LiveMessage::Reject { seq });

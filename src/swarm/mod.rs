@@ -128,9 +128,16 @@ const MAX_QUEUE_PER_PEER: usize = 32;
 /// The injector tells everyone about a piece this long after it was made; before that only
 /// the peer it fed first knows, so the swarm, not the injector, carries the copies.
 const SOURCE_HOLD: Duration = Duration::from_millis(1000);
+/// How long the injector waits for the peer it fed first to ask for a new piece.
+const FANOUT_GRACE: Duration = Duration::from_millis(150);
 const ANNOUNCE_TICK: Duration = Duration::from_millis(100);
 const CONNECT_RETRY_MIN: Duration = Duration::from_secs(1);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// A connection that ends sooner than this counts as a failed attempt.
+const SHORT_LIVED: Duration = Duration::from_secs(30);
+/// Peer addresses remembered at most; a dial that failed this often is forgotten.
+const MAX_ADDRS: usize = 1000;
+const MAX_DIAL_FAILURES: u32 = 8;
 /// Seeds fetch this much stream behind the newest piece, to serve receivers that hook in late.
 const SEED_BACKFILL_US: u64 = 5_000_000;
 
@@ -150,7 +157,9 @@ pub struct Swarm {
     peers: BTreeMap<PeerId, Peer>,
     next_peer_id: PeerId,
     addrs: HashMap<SocketAddr, AddrState>,
-    banned_ids: HashSet<[u8; 20]>,
+    /// Banned peers by (address, peer id): an id alone is the peer's own claim, and banning it
+    /// everywhere would let an impostor get an honest peer banned.
+    banned_ids: HashSet<(std::net::IpAddr, [u8; 20])>,
     banned_addrs: HashSet<SocketAddr>,
     self_addrs: HashSet<SocketAddr>,
     store: Store,
@@ -171,6 +180,8 @@ pub struct Swarm {
     outputs: VecDeque<Output>,
     eos_seq: Option<u64>,
     stats: status::Counters,
+    /// Injector: pieces some peer has asked for (see `announceable`).
+    asked: std::collections::BTreeSet<u64>,
     /// The latest `now` seen, so `poll_timeout` never returns a time already handled.
     last_now: Instant,
 }
@@ -206,6 +217,7 @@ impl Swarm {
             outputs: VecDeque::new(),
             eos_seq: None,
             stats: status::Counters::default(),
+            asked: Default::default(),
             last_now: now,
             config,
         }
@@ -220,7 +232,10 @@ impl Swarm {
     /// Addresses from a tracker, the DHT or the command line.
     pub fn add_peer_addrs(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
         for addr in addrs {
-            if !self.self_addrs.contains(&addr) && !self.banned_addrs.contains(&addr) {
+            if !self.self_addrs.contains(&addr)
+                && !self.banned_addrs.contains(&addr)
+                && (self.addrs.len() < MAX_ADDRS || self.addrs.contains_key(&addr))
+            {
                 self.addrs.entry(addr).or_default();
             }
         }
@@ -231,6 +246,14 @@ impl Swarm {
     pub fn peer_connected(&mut self, now: Instant, addr: SocketAddr, outbound: bool) -> PeerId {
         let id = self.next_peer_id;
         self.next_peer_id += 1;
+        if !outbound && self.peers.len() >= self.config.max_peers {
+            // Full: refuse at once, so inbound connections cannot grow without bound.
+            self.outputs.push_back(Output::Disconnect {
+                peer: id,
+                reason: "too many peers".into(),
+            });
+            return id;
+        }
         let mut peer = Peer::new(addr, outbound, now);
         peer.trusted = self.config.trusted.contains(&addr);
         let hs = wire::Handshake {
@@ -256,6 +279,14 @@ impl Swarm {
 
     /// An outbound connection attempt failed.
     pub fn connect_failed(&mut self, now: Instant, addr: SocketAddr) {
+        if self
+            .addrs
+            .get(&addr)
+            .is_some_and(|s| s.failures + 1 >= MAX_DIAL_FAILURES)
+        {
+            self.addrs.remove(&addr); // a tracker may name it again
+            return;
+        }
         if let Some(state) = self.addrs.get_mut(&addr) {
             state.connected = false;
             state.failures += 1;
@@ -319,7 +350,7 @@ impl Swarm {
     pub fn add_local_piece(&mut self, now: Instant, piece: SignedPiece) {
         let h = *piece.header();
         self.stats.pieces_emitted += 1;
-        self.known.confirm(h.seq, h.timestamp_us, h.flags, now);
+        self.known.made(h.seq, h.timestamp_us, h.flags, now);
         if h.end_of_stream() {
             self.eos_seq = Some(h.seq);
         }
@@ -406,12 +437,17 @@ impl Swarm {
             if let Some(d) = p.next_deadline(self.last_now, &self.store, &self.known) {
                 consider(d);
             }
-            if let Some(at) = p.hook_at() {
+            if let Some(at) = p.hook_at(self.last_now) {
                 consider(at);
             }
         }
         // A timer that is already due was handled by the last call; never spin on it.
         Some(t.max(self.last_now + Duration::from_millis(1)))
+    }
+
+    /// The node's state and whether its stream ended (see [`Swarm::status`] for the rest).
+    pub fn state(&self) -> (State, bool) {
+        status::state(self)
     }
 
     pub fn status(&self, now: Instant) -> SwarmStatus {
@@ -431,6 +467,11 @@ impl Swarm {
         self.serve_requests(now);
         if self.config.role == Role::Injector && now >= self.next_announce {
             self.announce_held(now);
+        }
+        if self.cursor_lost() {
+            tracing::warn!("the stream at our position is gone from every peer; hooking in again");
+            self.playout.as_mut().unwrap().rehook();
+            self.hook_in(now);
         }
         if let Some(playout) = &mut self.playout {
             for d in playout.advance(now, &self.store, &self.known) {
@@ -470,6 +511,20 @@ impl Swarm {
         }
     }
 
+    /// A stalled receiver whose next piece is gone for good: we do not hold it and every
+    /// connected peer's window has moved past it (after a long outage, say).
+    fn cursor_lost(&self) -> bool {
+        let Some(p) = &self.playout else { return false };
+        let Some(cursor) = p.cursor() else {
+            return false;
+        };
+        if !p.is_stalled() || self.store.contains(cursor) {
+            return false;
+        }
+        let mut active = self.peers.values().filter(|p| p.is_active()).peekable();
+        active.peek().is_some() && active.all(|p| p.window_start > cursor)
+    }
+
     /// The oldest sequence number still of interest to this node.
     fn window_floor(&self) -> u64 {
         match (&self.playout, self.store.first_seq()) {
@@ -481,6 +536,7 @@ impl Swarm {
     fn evict(&mut self) {
         let keep_from = self.playout.as_ref().and_then(|p| p.cursor());
         let start = self.store.evict(keep_from);
+        self.asked = self.asked.split_off(&start);
         // A receiver still needs pieces from its cursor on, held or not.
         let floor = start.min(keep_from.unwrap_or(u64::MAX));
         self.known.forget_below(floor);
@@ -493,7 +549,7 @@ impl Swarm {
         if let Some(p) = self.peers.get(&id) {
             tracing::warn!(peer = %p.addr, %reason, "banning peer");
             if let Some(remote) = p.remote_id {
-                self.banned_ids.insert(remote);
+                self.banned_ids.insert((p.addr.ip(), remote));
             }
             if let Some(listen) = p.listen_addr {
                 self.banned_addrs.insert(listen);
@@ -525,12 +581,19 @@ impl Swarm {
                 self.inflight.remove(seq);
             }
         }
+        // A connection that closed soon (a full or banning peer) counts as a failed dial, so
+        // it is retried with growing backoff instead of at once, forever.
+        let short_lived = self.last_now.saturating_duration_since(p.connected_at) < SHORT_LIVED;
         for addr in [Some(p.addr), p.listen_addr].into_iter().flatten() {
             if let Some(state) = self.addrs.get_mut(&addr) {
                 state.connected = false;
-                state
-                    .next_try
-                    .get_or_insert(p.connected_at + CONNECT_RETRY_MIN);
+                if short_lived {
+                    state.failures += 1;
+                } else {
+                    state.failures = 0;
+                }
+                let backoff = CONNECT_RETRY_MIN * 2u32.saturating_pow(state.failures.min(5));
+                state.next_try = Some(self.last_now + backoff.min(CONNECT_RETRY_MAX));
             }
         }
         if self.optimistic == Some(id) {

@@ -2,7 +2,8 @@
 //!
 //! Live order: pieces close to their playback deadline first and in order; further ahead the
 //! rarest first; never a piece that is already past its deadline while something newer is held
-//! (playout will skip it). The injector is asked only when no other peer can serve.
+//! (playout will skip it). The injector is asked only when no other holder can take the
+//! request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

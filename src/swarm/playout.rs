@@ -48,6 +48,10 @@ pub struct Playout {
     /// When the first piece announcement arrived; hook-in waits HOOK_GATHER after it so that
     /// every peer connected at start has told us its window.
     first_info_at: Option<Instant>,
+    /// When the hook piece was chosen.
+    hooked_at: Option<Instant>,
+    /// The next output follows a rehook: mark the hole.
+    pending_gap: bool,
 }
 
 /// How long hook-in listens before it chooses a start. The first peer to answer may be the
@@ -57,6 +61,8 @@ pub const HOOK_GATHER: Duration = Duration::from_millis(150);
 pub const PREBUFFER_MAX: Duration = Duration::from_millis(500);
 /// The first output waits at most this long for the prebuffer after hook-in.
 pub const PREBUFFER_WAIT_MAX: Duration = Duration::from_millis(700);
+/// A hook piece not obtained in this time is given up on: hook in again.
+pub const REHOOK_AFTER: Duration = Duration::from_secs(2);
 
 impl Playout {
     pub fn new(latency: Duration) -> Self {
@@ -74,6 +80,8 @@ impl Playout {
             ended: false,
             stalled: false,
             first_info_at: None,
+            hooked_at: None,
+            pending_gap: false,
         }
     }
 
@@ -108,6 +116,7 @@ impl Playout {
             .map(|(s, _)| s)?;
         self.cursor = Some(seq);
         self.hook_seq = Some(seq);
+        self.hooked_at = Some(now);
         Some(seq)
     }
 
@@ -148,7 +157,17 @@ impl Playout {
             return out;
         };
         if self.first_output_at.is_none() && !self.prebuffered(now, cursor, store, known) {
+            if !store.contains(cursor) && self.hooked_at.is_some_and(|t| now >= t + REHOOK_AFTER) {
+                self.rehook();
+            }
             return out;
+        }
+        if self.pending_gap && store.contains(cursor) {
+            self.pending_gap = false;
+            out.push(Delivery::Gap {
+                next_seq: cursor,
+                count: 0,
+            });
         }
         let mut skipped = 0u64;
         self.stalled = false;
@@ -239,14 +258,37 @@ impl Playout {
         }
     }
 
-    /// The next wake-up at which `advance` could skip a missing piece.
-    /// When hook-in will have listened long enough.
-    pub fn hook_at(&self) -> Option<Instant> {
-        match (self.cursor, self.first_info_at, self.first_output_at) {
-            (None, Some(first), _) => Some(first + HOOK_GATHER),
-            (Some(_), Some(first), None) => Some(first + HOOK_GATHER + PREBUFFER_WAIT_MAX),
-            _ => None,
+    /// When hook-in will have listened long enough, or the start should stop waiting for the
+    /// prebuffer or give up on the hook piece. Only future instants: a due one was handled.
+    pub fn hook_at(&self, now: Instant) -> Option<Instant> {
+        let at = match (self.cursor, self.first_info_at, self.first_output_at) {
+            (None, Some(first), _) => first + HOOK_GATHER,
+            (Some(_), Some(first), None) => {
+                let give_up = self.hooked_at.map(|h| h + REHOOK_AFTER);
+                let stop_waiting = first + HOOK_GATHER + PREBUFFER_WAIT_MAX;
+                [Some(stop_waiting), give_up]
+                    .into_iter()
+                    .flatten()
+                    .filter(|&t| t > now)
+                    .min()?
+            }
+            _ => return None,
+        };
+        (at > now).then_some(at)
+    }
+
+    /// Start over: choose a new hook-in piece. Used when the stream at the cursor can no
+    /// longer be had (nobody holds the hook piece, or every peer moved past the cursor).
+    /// The output then has a hole, which the next output marks with a `Gap`.
+    pub fn rehook(&mut self) {
+        if self.first_output_at.is_some() {
+            self.pending_gap = true;
         }
+        self.cursor = None;
+        self.anchor = None;
+        self.first_info_at = None;
+        self.hooked_at = None;
+        self.stalled = false;
     }
 
     /// Past deadlines are not returned: a stalled playout waits for data, not for a timer.

@@ -69,28 +69,7 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         .newest()
         .map(|p| p.seq())
         .or(s.known.newest().map(|(seq, _)| seq));
-    let eos_held = s.eos_seq.is_some_and(|e| s.store.contains(e));
-    let (state, ended) = match (&s.playout, s.config.role) {
-        (Some(p), _) => {
-            let state = if p.ended {
-                State::Ended
-            } else if p.hook_seq().is_none() {
-                State::Joining
-            } else if p.first_output_at.is_none() {
-                State::Buffering
-            } else if p.is_stalled() {
-                State::Stalled
-            } else {
-                State::Playing
-            };
-            (state, p.ended)
-        }
-        (None, Role::Injector) if eos_held => (State::Ended, true),
-        (None, Role::Injector) => (State::Playing, false),
-        (None, _) if eos_held => (State::Ended, true),
-        (None, _) if s.store.is_empty() => (State::Joining, false),
-        (None, _) => (State::Playing, false),
-    };
+    let (state, ended) = state(s);
     let playout = s.playout.as_ref();
     SwarmStatus {
         role: s.config.role,
@@ -122,5 +101,31 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         }),
         continuity: playout.map_or(1.0, |p| p.continuity()),
         ended,
+    }
+}
+
+/// The node's state, and whether its stream has ended; cheap enough for every loop turn.
+pub(super) fn state(s: &Swarm) -> (State, bool) {
+    let eos_held = s.eos_seq.is_some_and(|e| s.store.contains(e));
+    match (&s.playout, s.config.role) {
+        (Some(p), _) => {
+            let state = if p.ended {
+                State::Ended
+            } else if p.hook_seq().is_none() {
+                State::Joining
+            } else if p.first_output_at.is_none() {
+                State::Buffering
+            } else if p.is_stalled() {
+                State::Stalled
+            } else {
+                State::Playing
+            };
+            (state, p.ended)
+        }
+        (None, Role::Injector) if eos_held => (State::Ended, true),
+        (None, Role::Injector) => (State::Playing, false),
+        (None, _) if eos_held => (State::Ended, true),
+        (None, _) if s.store.is_empty() => (State::Joining, false),
+        (None, _) => (State::Playing, false),
     }
 }

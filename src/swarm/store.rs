@@ -109,15 +109,29 @@ pub struct Known {
 pub const MAX_KNOWN: usize = 16_384;
 
 impl Known {
+    /// Remembers a peer's claim. When full, new claims are refused rather than old ones
+    /// dropped: a peer announcing made-up numbers must not push the real ones out.
     pub fn learn(&mut self, e: &HaveEntry, now: Instant) {
+        if self.metas.len() >= MAX_KNOWN && !self.metas.contains_key(&e.seq) {
+            return;
+        }
         self.metas.entry(e.seq).or_insert(Meta {
             timestamp_us: e.timestamp_us,
             flags: e.flags,
             first_heard: now,
         });
-        while self.metas.len() > MAX_KNOWN {
-            self.metas.pop_first();
-        }
+    }
+
+    /// The injector's own piece: it was first heard of now, whatever a peer claimed before.
+    pub fn made(&mut self, seq: u64, timestamp_us: u64, flags: u8, now: Instant) {
+        self.metas.insert(
+            seq,
+            Meta {
+                timestamp_us,
+                flags,
+                first_heard: now,
+            },
+        );
     }
 
     /// A verified piece overrides whatever a peer claimed.

@@ -118,12 +118,20 @@ impl Swarm {
 
     /// Whether we may tell peers we hold this piece. The injector waits SOURCE_HOLD after
     /// making a piece, so that the swarm, not the injector, carries the copies.
+    /// If the peer it fed first has not even asked for the piece after FANOUT_GRACE (it left,
+    /// or it keeps what it is given to itself), everyone hears of it then.
     pub(super) fn announceable(&self, piece: &SignedPiece, now: Instant) -> bool {
-        self.config.role != Role::Injector
-            || self
-                .known
-                .get(piece.seq())
-                .is_some_and(|m| now >= m.first_heard + SOURCE_HOLD)
+        if self.config.role != Role::Injector {
+            return true;
+        }
+        let hold = if self.asked.contains(&piece.seq()) {
+            SOURCE_HOLD
+        } else {
+            FANOUT_GRACE
+        };
+        self.known
+            .get(piece.seq())
+            .is_some_and(|m| now >= m.first_heard + hold)
     }
 
     /// Injector: tell every peer about pieces it has held for SOURCE_HOLD, so nobody misses a

@@ -106,7 +106,7 @@ source = "ftp://example.org/x.torrent"
 target_latency_ms = 99999
 [network]
 static_peers = ["192.0.2.1:6881", "nonsense", "host.example:70000"]
-trackers = ["udp://tracker.example:6969", "gopher://x"]
+trackers = ["http://tracker.example:6969/announce", "gopher://x"]
 [video]
 sink = "hdmi"
 connector = "HDMI A 1"
@@ -131,7 +131,7 @@ gren = 2
     assert_eq!(at("stream.target_latency_ms"), (5, 21));
     assert_eq!(at("network.static_peers[1]"), (7, 35));
     assert_eq!(at("network.static_peers[2]"), (7, 47));
-    assert_eq!(at("network.trackers[1]"), (8, 43));
+    assert_eq!(at("network.trackers[1]"), (8, 53));
     assert_eq!(at("video.sink"), (10, 8));
     assert_eq!(at("video.connector"), (11, 13));
     assert_eq!(at("audio.device"), (13, 10));

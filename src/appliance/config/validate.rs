@@ -61,11 +61,12 @@ impl Config {
         }
         for (i, t) in self.network.trackers.iter().enumerate() {
             match url::Url::parse(t) {
-                Ok(u) if matches!(u.scheme(), "http" | "https" | "udp") && u.host().is_some() => {}
+                // The tracker client speaks plain HTTP (no TLS, no BEP 15 UDP).
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
                 Ok(u) => err(
                     &format!("network.trackers[{i}]"),
                     format!(
-                        "`{t}` has scheme `{}` or no host; expected an http, https or udp tracker URL",
+                        "`{t}` has scheme `{}` or no host; expected an http:// tracker URL (https and udp trackers are not supported)",
                         u.scheme()
                     ),
                 ),
