@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 use common::{final_status, free_port, http_status, nordlys};
 use nordlys::test_media::{Spec, png_summary, ts_file};
 
+/// Each of these tests decodes 720p in real time and counts frames or times a restart: run
+/// them one at a time, so that they measure the receiver and not each other.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -184,11 +191,13 @@ fn plays(codec: &'static str) {
 
 #[test]
 fn receiver_plays_h264_joining_under_way() {
+    let _one_at_a_time = one_at_a_time();
     plays("h264");
 }
 
 #[test]
 fn receiver_plays_hevc_joining_under_way() {
+    let _one_at_a_time = one_at_a_time();
     plays("hevc");
 }
 
@@ -206,6 +215,7 @@ fn fresh_snapshot(port: u16, path: &Path) -> (f64, f64) {
 
 #[test]
 fn injector_restart_brings_the_picture_back_and_snapshots_show_what_is_on_screen() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let input = ts_file(Spec::new("h264", 1280, 720, 30));
@@ -268,6 +278,7 @@ fn injector_restart_brings_the_picture_back_and_snapshots_show_what_is_on_screen
 
 #[test]
 fn demo_runs_headless_and_reports_frames() {
+    let _one_at_a_time = one_at_a_time();
     let out = Command::new(nordlys())
         .args(["demo", "--headless", "--duration", "15"])
         .output()

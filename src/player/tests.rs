@@ -9,6 +9,13 @@ use gstreamer::prelude::*;
 
 const FPS: u64 = 30;
 
+/// These tests count frames rendered in real time; several 720p pipelines at once on a small
+/// machine drop frames as late. One at a time keeps the counts about the player, not the load.
+async fn one_player_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// A 720p30 testsrc2 + sine TS made by ffmpeg, cached under target/.
 fn media(codec: &str, secs: u32) -> PathBuf {
     let codec = if codec == "h265" { "hevc" } else { "h264" };
@@ -115,11 +122,13 @@ async fn play_file(codec: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plays_h264_aac_from_ffmpeg() {
+    let _one_at_a_time = one_player_at_a_time().await;
     play_file("h264").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plays_h265_aac_from_ffmpeg() {
+    let _one_at_a_time = one_player_at_a_time().await;
     play_file("h265").await;
 }
 
@@ -140,6 +149,7 @@ async fn fresh_snapshot(h: &PlayerHandle, path: &Path) -> (f64, f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slate_on_starvation_and_picture_again_on_a_restarted_stream() {
+    let _one_at_a_time = one_player_at_a_time().await;
     let path = media("h264", 4);
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("screen.png");
@@ -204,6 +214,7 @@ async fn slate_on_starvation_and_picture_again_on_a_restarted_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_blocks_the_producer() {
+    let _one_at_a_time = one_player_at_a_time().await;
     // A player that is never given time (tiny channel): try_send drops and counts.
     let h = Player::start(PlayerOptions {
         channel_capacity: 1,
@@ -226,6 +237,7 @@ async fn never_blocks_the_producer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_pattern_input_makes_playable_ts() {
+    let _one_at_a_time = one_player_at_a_time().await;
     let (mut rx, input) =
         crate::source::gst::spawn_gst_input("test-pattern", Some((320, 240))).unwrap();
     let h = Player::start(headless(None)).unwrap();
@@ -278,6 +290,7 @@ async fn test_pattern_input_makes_playable_ts() {
 /// (it has no source pad, like a V4L2 device that cannot be set up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_hardware_decoder_falls_back_to_software() {
+    let _one_at_a_time = one_player_at_a_time().await;
     let path = media("h264", 4);
     gst::init().unwrap();
     let fake_type = gst::ElementFactory::find("fakesink")
@@ -309,6 +322,7 @@ async fn failing_hardware_decoder_falls_back_to_software() {
 /// next keyframe; the pipeline is not restarted and the picture does not give way to the slate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_resyncs_without_restart() {
+    let _one_at_a_time = one_player_at_a_time().await;
     let path = media("h264", 8);
     let h = Player::start(headless(None)).unwrap();
     let tx = h.sender();
@@ -342,6 +356,7 @@ async fn gap_resyncs_without_restart() {
 /// at all) costs the sound, never the picture.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_audio_output_keeps_the_picture() {
+    let _one_at_a_time = one_player_at_a_time().await;
     let path = media("h264", 4);
     let h = Player::start(PlayerOptions {
         audio_sink: AudioSink::Alsa(Some("hw:CARD=nosuchcard,DEV=7".into())),
