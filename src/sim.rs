@@ -60,7 +60,7 @@ struct Node {
     swarm: Option<Swarm>,
     addr: SocketAddr,
     conns: HashMap<PeerId, (NodeId, PeerId)>,
-    /// Outbound connects waiting for the remote to accept.
+    /// When the node's uplink is free again (serialisation of what it sends).
     link_free_at: Instant,
     timer_gen: u64,
     output: Vec<u8>,
@@ -178,7 +178,6 @@ impl Sim {
             self.events_run += 1;
             self.handle(ev);
         }
-        self.now = self.now.max(end.min(self.now.max(self.start)));
     }
 
     fn handle(&mut self, ev: Event) {

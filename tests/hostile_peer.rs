@@ -125,28 +125,7 @@ async fn serve_receiver(
 async fn forged_piece_is_not_output_and_its_sender_is_banned() {
     let input = ts_file(Spec::new("h264", 640, 360, 8));
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k");
-    let torrent = dir.path().join("t.torrent");
-    for args in [
-        vec!["keygen", "--out", key.to_str().unwrap()],
-        vec![
-            "create",
-            "--key",
-            key.to_str().unwrap(),
-            "--name",
-            "x",
-            "--out",
-            torrent.to_str().unwrap(),
-        ],
-    ] {
-        assert!(
-            Command::new(nordlys())
-                .args(&args)
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
+    let (key, torrent) = common::make_event(dir.path(), None);
     let ih = LiveTorrent::read(&torrent).unwrap().info_hash;
     let inj_port = common::free_port();
     let mut injector = Command::new(nordlys())

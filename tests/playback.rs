@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{final_status, free_port, http_status, nordlys};
+use common::{final_status, free_port, http_status, make_event, nordlys};
 use nordlys::test_media::{Spec, png_summary, ts_file};
 
 /// Each of these tests decodes 720p in real time and counts frames or times a restart: run
@@ -49,30 +49,8 @@ fn event(dir: &Path) -> (PathBuf, PathBuf, Proc) {
         &strings(&["tracker", "--listen", &format!("127.0.0.1:{port}")]),
         &dir.join("tracker.log"),
     );
-    let key = dir.join("event.key");
-    let torrent = dir.join("event.torrent");
     let url = format!("http://127.0.0.1:{port}/announce");
-    for args in [
-        vec!["keygen", "--out", key.to_str().unwrap()],
-        vec![
-            "create",
-            "--key",
-            key.to_str().unwrap(),
-            "--name",
-            "Test concert",
-            "--tracker",
-            &url,
-            "--out",
-            torrent.to_str().unwrap(),
-        ],
-    ] {
-        let out = Command::new(nordlys()).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let (key, torrent) = make_event(dir, Some(&url));
     (key, torrent, tracker)
 }
 

@@ -13,6 +13,38 @@ pub fn nordlys() -> &'static str {
     env!("CARGO_BIN_EXE_nordlys")
 }
 
+/// A new key and a live torrent for it in `dir`, announcing to `tracker` if given.
+pub fn make_event(
+    dir: &std::path::Path,
+    tracker: Option<&str>,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join("event.key");
+    let torrent = dir.join("event.torrent");
+    let mut create = vec![
+        "create",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "Test concert",
+    ];
+    if let Some(url) = tracker {
+        create.extend(["--tracker", url]);
+    }
+    create.extend(["--out", torrent.to_str().unwrap()]);
+    for args in [vec!["keygen", "--out", key.to_str().unwrap()], create] {
+        let out = std::process::Command::new(nordlys())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (key, torrent)
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
