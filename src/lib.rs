@@ -6,6 +6,8 @@
 
 pub mod appliance;
 pub mod cli;
+pub mod doctor;
+pub mod gst_elements;
 pub mod keys;
 pub mod net;
 pub mod piece;

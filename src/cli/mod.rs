@@ -4,6 +4,8 @@ mod demo;
 mod receive;
 mod roles;
 
+pub(crate) use receive::player_settings as receive_player_settings;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +73,67 @@ enum Command {
     CheckConfig { path: PathBuf },
     /// Tracker, injector on a test pattern, seedbox and receiver in one process.
     Demo(demo::DemoArgs),
+    /// Check this machine for what a role needs (GStreamer elements, decoders, display,
+    /// sound, LEDs, config, network); exits 1 if something needed is missing.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// The role to check for.
+    #[arg(long, value_enum, default_value = "receive")]
+    pub role: crate::doctor::DoctorRole,
+    /// Receiver config file (default: /boot/nordlys.toml, then /etc/nordlys/nordlys.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The injector's --input (checks what that input needs).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// A torrent whose trackers are probed.
+    #[arg(long)]
+    pub torrent: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub video_sink: VideoSink,
+    #[arg(long, default_value = "auto")]
+    pub audio_sink: AudioSink,
+    #[arg(long, default_value = "auto")]
+    pub decoder: DecoderPref,
+    /// Do not probe trackers and peers.
+    #[arg(long)]
+    pub no_network: bool,
+    /// Do not open the LED backend.
+    #[arg(long)]
+    pub no_leds: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn doctor(args: &DoctorArgs) -> ExitCode {
+    let report = crate::doctor::run(&crate::doctor::Settings {
+        role: args.role,
+        config: args.config.clone(),
+        input: args.input.clone(),
+        video_sink: args.video_sink.clone(),
+        audio_sink: args.audio_sink.clone(),
+        decoder: args.decoder,
+        torrent: args.torrent.clone(),
+        network: !args.no_network,
+        leds: !args.no_leds,
+        root: PathBuf::from("/"),
+    });
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        report.text()
+    };
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// How a node meets its swarm: shared by every role.
@@ -198,6 +261,9 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
+    if let Command::Doctor(args) = &cli.command {
+        return doctor(args);
+    }
     // The appliance's config names its own log level, so it is read before logging starts.
     let startup = match &cli.command {
         Command::Receive(args) if args.config.is_some() => Some(
@@ -276,7 +342,9 @@ async fn run(
             println!("tracker on http://{}/announce", listener.local_addr()?);
             crate::net::tracker_server::serve(listener, Default::default()).await
         }
-        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig { .. } | Command::Doctor(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Demo(args) => demo::demo(args).await,
     }
 }

@@ -32,7 +32,12 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     if let Some(startup) = &startup {
         start_leds(startup, led_rx);
         match startup {
-            Startup::Ready { config, .. } => apply_config(&mut args, config)?,
+            Startup::Ready { config, path } => {
+                apply_config(&mut args, config)?;
+                if let Some(missing) = appliance_doctor(path) {
+                    return show_config_error(&args, config, &missing, led_tx).await;
+                }
+            }
             Startup::Error { config, errors } => {
                 return show_config_error(&args, config, &errors.to_string(), led_tx).await;
             }
@@ -150,7 +155,7 @@ fn apply_config(
     args: &mut ReceiveArgs,
     c: &crate::appliance::config::Config,
 ) -> anyhow::Result<()> {
-    use crate::appliance::config::{self as cfg, StreamSource};
+    use crate::appliance::config::StreamSource;
     match c.stream_source() {
         Some(StreamSource::TorrentFile(path)) => args.torrent = Some(path.display().to_string()),
         Some(StreamSource::TorrentUrl(url)) => args.torrent = Some(url.to_string()),
@@ -175,25 +180,38 @@ fn apply_config(
     args.net.trackers.extend(c.network.trackers.iter().cloned());
     args.net.status_addr = c.status_address.or(args.net.status_addr);
     args.venue = c.venue.clone();
-    args.video_sink = match c.video.sink {
+    (args.video_sink, args.audio_sink, args.decoder) = player_settings(c);
+    args.output = Some("play".into());
+    Ok(())
+}
+
+/// The player's sinks and decoder preference as a config file sets them.
+pub(crate) fn player_settings(
+    c: &crate::appliance::config::Config,
+) -> (
+    crate::player::VideoSink,
+    crate::player::AudioSink,
+    crate::player::DecoderPref,
+) {
+    use crate::appliance::config as cfg;
+    let video = match c.video.sink {
         cfg::VideoSink::Auto => crate::player::VideoSink::Auto,
         cfg::VideoSink::Kms => crate::player::VideoSink::Kms { connector: None },
         cfg::VideoSink::Window => crate::player::VideoSink::Window,
         cfg::VideoSink::Fake => crate::player::VideoSink::Fake,
     };
-    args.decoder = match c.video.decoder {
+    let decoder = match c.video.decoder {
         cfg::DecoderChoice::Auto => crate::player::DecoderPref::Auto,
         cfg::DecoderChoice::Hardware => crate::player::DecoderPref::Hardware,
         cfg::DecoderChoice::Software => crate::player::DecoderPref::Software,
     };
-    args.audio_sink = match &c.audio.device {
+    let audio = match &c.audio.device {
         cfg::AudioDevice::Auto => crate::player::AudioSink::Auto,
         cfg::AudioDevice::Alsa(d) => crate::player::AudioSink::Alsa(d.clone()),
         cfg::AudioDevice::Fake => crate::player::AudioSink::Fake,
         cfg::AudioDevice::None => crate::player::AudioSink::None,
     };
-    args.output = Some("play".into());
-    Ok(())
+    (video, audio, decoder)
 }
 
 fn start_player(args: &ReceiveArgs, event: &str) -> anyhow::Result<PlayerRef> {
@@ -350,6 +368,49 @@ fn spawn_watchdog(mut status: watch::Receiver<Option<NodeStatus>>) {
 }
 
 /// The appliance cannot start the stream: show why on the slate and LEDs, and stay up.
+/// At boot, before joining: the doctor's local checks (no network probes; the LEDs are
+/// ours already), each problem to the journal. Returns what the receiver lacks, for the
+/// slate, if it cannot play at all.
+fn appliance_doctor(config: &std::path::Path) -> Option<String> {
+    use crate::doctor::{self, Status};
+    let report = doctor::run(&doctor::Settings {
+        role: doctor::DoctorRole::Receive,
+        config: Some(config.to_path_buf()),
+        input: None,
+        video_sink: Default::default(),
+        audio_sink: Default::default(),
+        decoder: Default::default(),
+        torrent: None,
+        network: false,
+        leds: false,
+        root: std::path::PathBuf::from("/"),
+    });
+    for c in &report.checks {
+        let fix = c.fix.as_deref().unwrap_or("");
+        match c.status {
+            Status::Missing => {
+                tracing::error!(area = c.area, fix, "doctor: {}: {}", c.name, c.detail)
+            }
+            Status::Warn => tracing::warn!(area = c.area, fix, "doctor: {}: {}", c.name, c.detail),
+            Status::Ok | Status::Info => {
+                tracing::debug!(area = c.area, "doctor: {}: {}", c.name, c.detail)
+            }
+        }
+    }
+    // Only what stops playback entirely holds the receiver on the error slate; a missing
+    // sound card or display is in the journal, and the player copes (sound is secondary,
+    // the display sink retries).
+    let missing: Vec<String> = report
+        .missing()
+        .filter(|c| matches!(c.area, "gstreamer" | "element" | "decoder"))
+        .map(|c| match &c.fix {
+            Some(fix) => format!("missing {}: {} ({fix})", c.name, c.detail),
+            None => format!("missing {}: {}", c.name, c.detail),
+        })
+        .collect();
+    (!missing.is_empty()).then(|| missing.join("\n"))
+}
+
 async fn show_config_error(
     args: &ReceiveArgs,
     config: &crate::appliance::config::Config,
@@ -361,13 +422,22 @@ async fn show_config_error(
     let mut a = args.clone();
     a.venue = config.venue.clone();
     let _ = apply_config(&mut a, config);
-    let player = start_player(&a, "nordlys")?;
-    player.0.sender().try_send(PlayerInput::Slate(SlateInfo {
-        state: SlateState::Error,
-        peers: 0,
-        buffer_fill: 0.0,
-        error: Some(error.to_string()),
-    }));
+    // Without a slate (its elements may be what is missing) the LEDs still say "error".
+    let player = match start_player(&a, "nordlys") {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "no slate either");
+            None
+        }
+    };
+    if let Some(p) = &player {
+        p.0.sender().try_send(PlayerInput::Slate(SlateInfo {
+            state: SlateState::Error,
+            peers: 0,
+            buffer_fill: 0.0,
+            error: Some(error.to_string()),
+        }));
+    }
     let _ = crate::appliance::systemd::notify_ready();
     let _ = crate::appliance::systemd::notify_status(&format!("config error: {error}"));
     // Nothing runs but this wait: keep the watchdog fed, or systemd would restart us into

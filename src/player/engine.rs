@@ -15,7 +15,7 @@ use gstreamer::prelude::*;
 use super::options::{AudioSink, PlayerOptions, VideoSink, resolve_auto_video_sink};
 use super::pipeline::{Decode, DecodeConfig, Display, build_decode, build_display};
 use super::slate::{SlateInfo, SlateState, local_addresses, slate_text};
-use super::{PlayerInput, Shared, lock, select};
+use super::{PlayerInput, Shared, lock};
 
 /// No new frame for this long: the slate replaces the frozen picture.
 const STALE: Duration = Duration::from_millis(1000);
@@ -63,31 +63,9 @@ impl Engine {
             VideoSink::Auto => resolve_auto_video_sink(),
             other => other.clone(),
         };
-        let available: Vec<String> = select::available_elements();
-        let sink_element = match video_sink {
-            VideoSink::Kms { .. } => "kmssink",
-            VideoSink::Window => "autovideosink",
-            _ => "fakesink",
-        };
-        for needed in [
-            "appsrc",
-            "appsink",
-            "tsdemux",
-            "input-selector",
-            "videotestsrc",
-            "textoverlay",
-            "videoconvert",
-            "tee",
-            "queue",
-            "fakesink",
-            sink_element,
-        ] {
-            if !available.iter().any(|a| a == needed) {
-                return Err(anyhow!(
-                    "GStreamer element {needed:?} is missing (install the GStreamer plugins)"
-                ));
-            }
-        }
+        let available = crate::gst_elements::available();
+        let names: Vec<&str> = available.iter().map(String::as_str).collect();
+        crate::gst_elements::require(&super::needs(&video_sink, &opts.audio_sink), &names)?;
         tracing::info!(video_sink = ?video_sink, audio_sink = ?opts.audio_sink, decoder = ?opts.decoder, "player starting");
         let next_snapshot = opts.snapshot.as_ref().map(|_| Instant::now());
         let now = Instant::now();

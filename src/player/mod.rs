@@ -29,6 +29,8 @@ use std::time::Instant;
 use anyhow::Result;
 use gstreamer as gst;
 
+use crate::gst_elements::{self as elements, Element, Need};
+
 pub use options::{
     AudioSink, DecoderPref, ParseOptionError, PlayerOptions, VideoSink, resolve_auto_video_sink,
 };
@@ -261,6 +263,44 @@ impl Drop for PlayerHandle {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The video sink element the options ask for (`Auto` is resolved before; as a last
+/// resort it means `fakesink`).
+pub(crate) fn video_sink_element(sink: &VideoSink) -> &'static Element {
+    match sink {
+        VideoSink::Kms { .. } => &elements::KMSSINK,
+        VideoSink::Window => &elements::AUTOVIDEOSINK,
+        VideoSink::Fake | VideoSink::Auto => &elements::FAKESINK,
+    }
+}
+
+/// The audio sink element the options ask for.
+pub(crate) fn audio_sink_element(sink: &AudioSink) -> &'static Element {
+    match sink {
+        AudioSink::Auto => &elements::AUTOAUDIOSINK,
+        AudioSink::Alsa(_) => &elements::ALSASINK,
+        AudioSink::Fake | AudioSink::None => &elements::FAKESINK,
+    }
+}
+
+/// The GStreamer elements the player needs with these sinks (`Auto` video resolved first),
+/// besides a video decoder, which is chosen per stream (see [`select`]).
+pub fn needs(video_sink: &VideoSink, audio_sink: &AudioSink) -> Vec<Need> {
+    vec![
+        elements::DISPLAY,
+        elements::DECODE,
+        Need {
+            what: "the video sink",
+            all: std::slice::from_ref(video_sink_element(video_sink)),
+            any: &[],
+        },
+        Need {
+            what: "the audio sink",
+            all: std::slice::from_ref(audio_sink_element(audio_sink)),
+            any: &[],
+        },
+    ]
 }
 
 /// Entry point of the playback layer.

@@ -23,14 +23,21 @@ use gstreamer_app as gst_app;
 use super::options::{AudioSink, DecoderPref, VideoSink};
 use super::select::{DecoderChoice, VideoCodec, choose_decoder, first_available};
 use super::{AudioStats, Shared};
+use crate::gst_elements::{self as elements, Element};
 
-fn make(factory: &str, name: Option<&str>) -> Result<gst::Element> {
-    let mut b = gst::ElementFactory::make(factory);
-    if let Some(n) = name {
-        b = b.name(n);
+fn make(element: Element, name: Option<&str>) -> Result<gst::Element> {
+    Ok(elements::make(element, name)?)
+}
+
+/// A decoder chosen at run time by name (hardware ones are found by name pattern).
+fn make_named(factory: &str, name: &str) -> Result<gst::Element> {
+    match Element::by_name(factory) {
+        Some(e) => make(e, Some(name)),
+        None => gst::ElementFactory::make(factory)
+            .name(name)
+            .build()
+            .with_context(|| format!("GStreamer element {factory:?} could not be made")),
     }
-    b.build()
-        .with_context(|| format!("GStreamer element {factory:?} is not available"))
 }
 
 /// Control handles into the display pipeline, shared with the decode pipeline's threads.
@@ -70,21 +77,16 @@ impl Drop for Display {
 }
 
 fn video_sink(sink: &VideoSink) -> Result<gst::Element> {
-    let e = match sink {
-        VideoSink::Kms { connector } => {
-            let e = make("kmssink", Some("videosink"))?;
-            if let Some(c) = connector {
-                e.set_property("connector-id", i32::try_from(*c).unwrap_or(-1));
-            }
-            // Keep the mode the console already set: the plane scales the picture, and a
-            // slate/picture switch never makes the projector resync. kmssink sets a mode
-            // itself when the CRTC has none.
-            e.set_property("force-modesetting", false);
-            e
+    let e = make(*super::video_sink_element(sink), Some("videosink"))?;
+    if let VideoSink::Kms { connector } = sink {
+        if let Some(c) = connector {
+            e.set_property("connector-id", i32::try_from(*c).unwrap_or(-1));
         }
-        VideoSink::Window => make("autovideosink", Some("videosink"))?,
-        VideoSink::Fake | VideoSink::Auto => make("fakesink", Some("videosink"))?,
-    };
+        // Keep the mode the console already set: the plane scales the picture, and a
+        // slate/picture switch never makes the projector resync. kmssink sets a mode
+        // itself when the CRTC has none.
+        e.set_property("force-modesetting", false);
+    }
     if e.find_property("sync").is_some() {
         // Frames arrive from the decode pipeline exactly when due.
         e.set_property("sync", false);
@@ -98,25 +100,24 @@ pub(crate) fn build_display(
     slate_size: (u32, u32),
 ) -> Result<(Display, DisplayCtl)> {
     let pipeline = gst::Pipeline::with_name("nordlys-display");
-    let slate_src = make("videotestsrc", Some("slatesrc"))?;
+    let slate_src = make(elements::VIDEOTESTSRC, Some("slatesrc"))?;
     slate_src.set_property("is-live", true);
     slate_src.set_property_from_str("pattern", "black");
     let (w, h) = (
         slate_size.0.clamp(64, 7680) as i32,
         slate_size.1.clamp(64, 4320) as i32,
     );
-    let slate_caps = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", w)
-                .field("height", h)
-                .field("framerate", gst::Fraction::new(5, 1))
-                .build(),
-        )
-        .build()?;
-    let text = make("textoverlay", Some("slatetext"))?;
+    let slate_caps = make(elements::CAPSFILTER, None)?;
+    slate_caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", w)
+            .field("height", h)
+            .field("framerate", gst::Fraction::new(5, 1))
+            .build(),
+    );
+    let text = make(elements::TEXTOVERLAY, Some("slatetext"))?;
     text.set_property_from_str("valignment", "center");
     text.set_property_from_str("halignment", "center");
     text.set_property_from_str("line-alignment", "center");
@@ -129,24 +130,24 @@ pub(crate) fn build_display(
         .format(gst::Format::Time)
         .do_timestamp(true)
         .build();
-    let pic_queue = make("queue", Some("picqueue"))?;
+    let pic_queue = make(elements::QUEUE, Some("picqueue"))?;
     pic_queue.set_property("max-size-buffers", 3u32);
     pic_queue.set_property("max-size-bytes", 0u32);
     pic_queue.set_property("max-size-time", 0u64);
     pic_queue.set_property_from_str("leaky", "downstream");
 
-    let selector = make("input-selector", Some("selector"))?;
+    let selector = make(elements::INPUT_SELECTOR, Some("selector"))?;
     selector.set_property("sync-streams", false);
-    let convert = make("videoconvert", None)?;
-    let tee = make("tee", None)?;
-    let sink_queue = make("queue", None)?;
+    let convert = make(elements::VIDEOCONVERT, None)?;
+    let tee = make(elements::TEE, None)?;
+    let sink_queue = make(elements::QUEUE, None)?;
     sink_queue.set_property("max-size-buffers", 2u32);
     sink_queue.set_property_from_str("leaky", "downstream");
     let vsink = video_sink(sink)?;
-    let snap_queue = make("queue", None)?;
+    let snap_queue = make(elements::QUEUE, None)?;
     snap_queue.set_property("max-size-buffers", 1u32);
     snap_queue.set_property_from_str("leaky", "downstream");
-    let snap = make("fakesink", Some("snapshot"))?;
+    let snap = make(elements::FAKESINK, Some("snapshot"))?;
     snap.set_property("sync", false);
     snap.set_property("async", false);
     snap.set_property("enable-last-sample", true);
@@ -248,7 +249,7 @@ pub(crate) fn build_decode(cfg: DecodeConfig, shared: Arc<Shared>) -> Result<Dec
         .max_bytes(cfg.max_bytes)
         .block(false)
         .build();
-    let demux = make("tsdemux", Some("demux"))?;
+    let demux = make(elements::TSDEMUX, Some("demux"))?;
     pipeline.add_many([appsrc.upcast_ref(), &demux])?;
     appsrc.link(&demux)?;
 
@@ -341,14 +342,14 @@ fn add_and_link(pipeline: &gst::Pipeline, pad: &gst::Pad, chain: &[gst::Element]
 }
 
 fn link_discard(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<()> {
-    let sink = make("fakesink", None)?;
+    let sink = make(elements::FAKESINK, None)?;
     sink.set_property("sync", false);
     sink.set_property("async", false);
     add_and_link(pipeline, pad, &[sink])
 }
 
 fn branch_queue() -> Result<gst::Element> {
-    let q = make("queue", None)?;
+    let q = make(elements::QUEUE, None)?;
     // Compressed data; enough to hold a TS's audio/video interleave without starving preroll.
     q.set_property("max-size-time", 3_000_000_000u64);
     q.set_property("max-size-buffers", 0u32);
@@ -370,10 +371,11 @@ fn link_video(
     let names: Vec<&str> = cfg.available.iter().map(String::as_str).collect();
     let choice = choose_decoder(codec, &names, cfg.decoder, &cfg.failed).ok_or_else(|| {
         anyhow!(
-            "no usable {} decoder (preference {:?}, failed: {:?})",
+            "no usable {} decoder (preference {:?}, failed: {:?}); software decoders: {}",
             codec.name(),
             cfg.decoder,
-            cfg.failed
+            cfg.failed,
+            elements::Missing::OneOf("decoder", codec.software()).fix()
         )
     })?;
     tracing::info!(
@@ -388,16 +390,15 @@ fn link_video(
     let queue = branch_queue()?;
     let parse = make(codec.parser(), None)?;
     parse.set_property("config-interval", -1i32);
-    let filter = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder(codec.parsed_caps_name())
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build(),
-        )
-        .build()?;
-    let dec = make(&choice.element, Some("vdec"))?;
+    let filter = make(elements::CAPSFILTER, None)?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder(codec.parsed_caps_name())
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build(),
+    );
+    let dec = make_named(&choice.element, "vdec")?;
     let sink = {
         let shared = shared.clone();
         let frames = frames.clone();
@@ -477,38 +478,28 @@ fn link_audio(
     shared: &Arc<Shared>,
 ) -> Result<()> {
     let names: Vec<&str> = cfg.available.iter().map(String::as_str).collect();
-    let (codec, parser, decoders): (&str, &str, &[&str]) = match (mpegversion, layer) {
-        (2 | 4, _) => ("aac", "aacparse", &["avdec_aac", "fdkaacdec", "faad"]),
-        (1, 1 | 2) => (
-            "mp2",
-            "mpegaudioparse",
-            &["mpg123audiodec", "avdec_mp2float"],
-        ),
-        (1, _) => ("mp3", "mpegaudioparse", &["mpg123audiodec", "avdec_mp3"]),
+    let (codec, parser, decoders): (&str, Element, &[Element]) = match (mpegversion, layer) {
+        (2 | 4, _) => ("aac", elements::AACPARSE, elements::AAC_DECODERS),
+        (1, 1 | 2) => ("mp2", elements::MPEGAUDIOPARSE, elements::MP2_DECODERS),
+        (1, _) => ("mp3", elements::MPEGAUDIOPARSE, elements::MP3_DECODERS),
         _ => return Err(anyhow!("unknown MPEG audio version {mpegversion}")),
     };
     let decoder = first_available(decoders, &names)
-        .ok_or_else(|| anyhow!("no {codec} decoder (tried {decoders:?})"))?;
+        .ok_or_else(|| anyhow!("{}", elements::Missing::OneOf("audio decoder", decoders)))?;
     let queue = branch_queue()?;
     let parse = make(parser, None)?;
     let dec = make(decoder, Some("adec"))?;
-    let convert = make("audioconvert", None)?;
-    let resample = make("audioresample", None)?;
-    let sink = match &cfg.audio_sink {
-        AudioSink::Auto => make("autoaudiosink", Some("audiosink"))?,
-        AudioSink::Alsa(dev) => {
-            let s = make("alsasink", Some("audiosink"))?;
-            if let Some(d) = dev {
-                s.set_property("device", d);
-            }
-            s
-        }
-        AudioSink::Fake | AudioSink::None => {
-            let s = make("fakesink", Some("audiosink"))?;
-            s.set_property("sync", true);
-            s
-        }
-    };
+    let convert = make(elements::AUDIOCONVERT, None)?;
+    let resample = make(elements::AUDIORESAMPLE, None)?;
+    let sink = make(
+        *super::audio_sink_element(&cfg.audio_sink),
+        Some("audiosink"),
+    )?;
+    match &cfg.audio_sink {
+        AudioSink::Alsa(Some(dev)) => sink.set_property("device", dev),
+        AudioSink::Fake | AudioSink::None => sink.set_property("sync", true),
+        AudioSink::Auto | AudioSink::Alsa(None) => {}
+    }
     let codec = codec.to_string();
     let shared2 = shared.clone();
     dec.static_pad("src")

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::options::DecoderPref;
+use crate::gst_elements::{self as elements, Element};
 
 /// Video codecs the player handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -27,10 +28,10 @@ impl VideoCodec {
             Self::H265 => "h265",
         }
     }
-    pub fn parser(self) -> &'static str {
+    pub fn parser(self) -> Element {
         match self {
-            Self::H264 => "h264parse",
-            Self::H265 => "h265parse",
+            Self::H264 => elements::H264PARSE,
+            Self::H265 => elements::H265PARSE,
         }
     }
     /// Caps the parser must produce for every decoder (V4L2 needs byte-stream/au).
@@ -40,10 +41,10 @@ impl VideoCodec {
             Self::H265 => "video/x-h265",
         }
     }
-    fn software(self) -> &'static [&'static str] {
+    pub fn software(self) -> &'static [Element] {
         match self {
-            Self::H264 => &["avdec_h264", "openh264dec"],
-            Self::H265 => &["avdec_h265", "libde265dec"],
+            Self::H264 => elements::H264_SOFTWARE,
+            Self::H265 => elements::H265_SOFTWARE,
         }
     }
 }
@@ -95,9 +96,9 @@ pub fn decoder_candidates(
             codec
                 .software()
                 .iter()
-                .filter(|s| available.contains(s))
+                .filter(|s| available.contains(&s.factory))
                 .map(|s| DecoderChoice {
-                    element: s.to_string(),
+                    element: s.factory.to_string(),
                     hardware: false,
                 }),
         );
@@ -118,21 +119,13 @@ pub fn choose_decoder(
         .next()
 }
 
-/// First available element out of `names`.
-pub fn first_available<'a>(names: &[&'a str], available: &[&str]) -> Option<&'a str> {
-    names.iter().copied().find(|n| available.contains(n))
+/// First available element out of `group`.
+pub fn first_available(group: &[Element], available: &[&str]) -> Option<Element> {
+    group
+        .iter()
+        .copied()
+        .find(|e| available.contains(&e.factory))
 }
-
-/// Names of every element factory in the GStreamer registry.
-pub fn available_elements() -> Vec<String> {
-    gstreamer::Registry::get()
-        .features(gstreamer::ElementFactory::static_type())
-        .into_iter()
-        .map(|f| f.name().to_string())
-        .collect()
-}
-
-use gstreamer::prelude::*;
 
 #[cfg(test)]
 mod tests {

@@ -374,3 +374,20 @@ async fn broken_audio_output_keeps_the_picture() {
     assert!(st.last_error.is_some());
     h.stop();
 }
+
+/// The display pipeline is built only from what `needs` names (so the doctor and the
+/// start-up check see every element it makes).
+#[test]
+fn display_makes_only_what_its_needs_name() {
+    gst::init().unwrap();
+    let (display, _ctl) = super::pipeline::build_display(&VideoSink::Fake, (320, 240)).unwrap();
+    let made = crate::gst_elements::factories_in(display.pipeline.upcast_ref());
+    assert!(made.len() >= 10, "{made:?}");
+    let needs = needs(&VideoSink::Fake, &AudioSink::Fake);
+    for f in made {
+        assert!(
+            needs.iter().any(|n| n.names(&f)),
+            "{f} is made but no Need names it"
+        );
+    }
+}

@@ -21,6 +21,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use crate::gst_elements::{self as elements, Element};
+
 const TS_PACKET: usize = 188;
 /// Buffers of 7 TS packets queued towards the async side (about 5 s at 2 Mbit/s).
 const CHANNEL_CAPACITY: usize = 1024;
@@ -60,21 +62,26 @@ pub fn is_gst_input(spec: &str) -> bool {
     spec == "test-pattern" || spec.starts_with("gst:")
 }
 
-fn make(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .with_context(|| format!("GStreamer element {factory:?} is not available"))
+fn make(element: Element) -> Result<gst::Element> {
+    Ok(elements::make(element, None)?)
 }
 
-fn first_factory(names: &[&str]) -> Result<gst::Element> {
-    for n in names {
-        if let Ok(e) = gst::ElementFactory::make(n).build() {
-            return Ok(e);
-        }
+/// The first element of `group` that can be made.
+fn first_of(group: &'static [Element]) -> Result<gst::Element> {
+    group
+        .iter()
+        .find_map(|e| elements::make(*e, None).ok())
+        .ok_or_else(|| anyhow!("{}", elements::Missing::OneOf("AAC audio encoder", group)))
+}
+
+/// What an input needs, checked before anything is built so that every missing element is
+/// named at once, with its plugin and package.
+pub fn needs(spec: &str) -> Vec<elements::Need> {
+    if spec == "test-pattern" {
+        vec![elements::ENCODE, elements::TEST_PATTERN]
+    } else {
+        vec![elements::ENCODE]
     }
-    Err(anyhow!(
-        "none of the GStreamer elements {names:?} is available"
-    ))
 }
 
 /// GStreamer's own ghosting finds only one unlinked source pad; a capture description has
@@ -138,13 +145,19 @@ pub fn spawn_gst_input(
     size: Option<(u32, u32)>,
 ) -> Result<(tokio::sync::mpsc::Receiver<Bytes>, GstInput)> {
     gst::init()?;
+    if !is_gst_input(spec) {
+        bail!("unknown GStreamer input {spec:?} (expected test-pattern or gst:DESCRIPTION)");
+    }
+    let available = elements::available();
+    let names: Vec<&str> = available.iter().map(String::as_str).collect();
+    elements::require(&needs(spec), &names)?;
     if let Some((w, h)) = size
         && (!(16..=7680).contains(&w) || !(16..=4320).contains(&h))
     {
         bail!("video size {w}x{h} out of range");
     }
     let pipeline = gst::Pipeline::with_name("nordlys-input");
-    let mux = make("mpegtsmux")?;
+    let mux = make(elements::MPEGTSMUX)?;
     mux.set_property("alignment", 7i32);
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CAPACITY);
     let tx = Arc::new(Mutex::new(Some(tx)));
@@ -196,11 +209,15 @@ pub fn spawn_gst_input(
     let (bin, desc) = if spec == "test-pattern" {
         let (w, h) = size.unwrap_or((1280, 720));
         let desc = format!(
-            "videotestsrc is-live=true pattern=smpte horizontal-speed=4 \
+            "{} is-live=true pattern=smpte horizontal-speed=4 \
              ! video/x-raw,width={w},height={h},framerate=30/1 \
-             ! clockoverlay time-format=\"%H:%M:%S\" font-desc=\"Sans 28\" \
-             ! timeoverlay valignment=bottom font-desc=\"Sans 28\" \
-             audiotestsrc is-live=true wave=sine freq=440 volume=0.3"
+             ! {} time-format=\"%H:%M:%S\" font-desc=\"Sans 28\" \
+             ! {} valignment=bottom font-desc=\"Sans 28\" \
+             {} is-live=true wave=sine freq=440 volume=0.3",
+            elements::VIDEOTESTSRC.factory,
+            elements::CLOCKOVERLAY.factory,
+            elements::TIMEOVERLAY.factory,
+            elements::AUDIOTESTSRC.factory,
         );
         let bin = gst::parse::bin_from_description(&desc, false)
             .map_err(|e| anyhow!("building the test pattern: {e}"))?;
@@ -235,23 +252,22 @@ pub fn spawn_gst_input(
     })?;
 
     // Video: scale, encode H.264 with a keyframe every second, parse, mux.
-    let vq = make("queue")?;
-    let vconv = make("videoconvert")?;
-    let vscale = make("videoscale")?;
-    let vrate = make("videorate")?;
+    let vq = make(elements::QUEUE)?;
+    let vconv = make(elements::VIDEOCONVERT)?;
+    let vscale = make(elements::VIDEOSCALE)?;
+    let vrate = make(elements::VIDEORATE)?;
     let mut vcaps = gst::Caps::builder("video/x-raw").field("format", "I420");
     if let Some((w, h)) = size {
         vcaps = vcaps.field("width", w as i32).field("height", h as i32);
     }
-    let vfilter = gst::ElementFactory::make("capsfilter")
-        .property("caps", vcaps.build())
-        .build()?;
-    let enc = make("x264enc")?;
+    let vfilter = make(elements::CAPSFILTER)?;
+    vfilter.set_property("caps", vcaps.build());
+    let enc = make(elements::X264ENC)?;
     enc.set_property_from_str("tune", "zerolatency");
     enc.set_property_from_str("speed-preset", "veryfast");
     enc.set_property("key-int-max", 30u32);
     enc.set_property("bitrate", 2500u32);
-    let parse = make("h264parse")?;
+    let parse = make(elements::H264PARSE)?;
     parse.set_property("config-interval", -1i32);
     let vchain = [vq, vconv, vscale, vrate, vfilter, enc, parse];
     pipeline.add_many(&vchain)?;
@@ -267,21 +283,20 @@ pub fn spawn_gst_input(
     resend_psi_at_keyframes(&vchain[6])?;
 
     if let Some(audio_src) = audio_src {
-        let aq = make("queue")?;
-        let aconv = make("audioconvert")?;
-        let ares = make("audioresample")?;
-        let afilter = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("audio/x-raw")
-                    .field("rate", 48000i32)
-                    .field("channels", 2i32)
-                    .build(),
-            )
-            .build()?;
-        let aenc = first_factory(&["fdkaacenc", "avenc_aac", "voaacenc"])?;
+        let aq = make(elements::QUEUE)?;
+        let aconv = make(elements::AUDIOCONVERT)?;
+        let ares = make(elements::AUDIORESAMPLE)?;
+        let afilter = make(elements::CAPSFILTER)?;
+        afilter.set_property(
+            "caps",
+            gst::Caps::builder("audio/x-raw")
+                .field("rate", 48000i32)
+                .field("channels", 2i32)
+                .build(),
+        );
+        let aenc = first_of(elements::AAC_ENCODERS)?;
         aenc.set_property("bitrate", 128_000i32);
-        let aparse = make("aacparse")?;
+        let aparse = make(elements::AACPARSE)?;
         let achain = [aq, aconv, ares, afilter, aenc, aparse];
         pipeline.add_many(&achain)?;
         gst::Element::link_many(&achain)?;
@@ -371,5 +386,21 @@ mod tests {
             .to_string();
         assert!(e.contains("no unlinked video output"), "{e}");
         assert!(spawn_gst_input("test-pattern", Some((0, 5))).is_err());
+    }
+
+    /// The test pattern is built only from what its `Need` lists name, so the doctor and
+    /// the start-up check see every element it makes.
+    #[test]
+    fn test_pattern_makes_only_what_its_needs_name() {
+        let (_rx, input) = spawn_gst_input("test-pattern", Some((160, 120))).unwrap();
+        let made = elements::factories_in(input.pipeline.upcast_ref());
+        assert!(made.len() > 15, "{made:?}");
+        let needs = needs("test-pattern");
+        for f in made {
+            assert!(
+                f == "bin" || needs.iter().any(|n| n.names(&f)),
+                "{f} is made but no Need names it"
+            );
+        }
     }
 }
