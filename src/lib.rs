@@ -10,11 +10,7 @@ pub mod doctor;
 pub mod gst_elements;
 pub mod keys;
 pub mod net;
-pub mod piece;
 pub mod player;
-pub mod sim;
 pub mod source;
-pub mod swarm;
-#[doc(hidden)]
-pub mod test_media;
-pub mod torrent;
+
+pub use nordlys_proto::{piece, sim, swarm, test_media, torrent, wire};

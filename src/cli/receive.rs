@@ -115,7 +115,7 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
 /// may come up after us).
 async fn load_torrent(spec: &str) -> anyhow::Result<LiveTorrent> {
     if !spec.starts_with("http://") && !spec.starts_with("https://") {
-        return LiveTorrent::read(std::path::Path::new(spec));
+        return Ok(LiveTorrent::read(std::path::Path::new(spec))?);
     }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -148,7 +148,7 @@ async fn fetch_torrent(client: &reqwest::Client, url: &str) -> anyhow::Result<Li
             );
         }
     }
-    LiveTorrent::parse(&body)
+    Ok(LiveTorrent::parse(&body)?)
 }
 
 fn apply_config(

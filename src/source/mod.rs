@@ -10,5 +10,5 @@
 pub mod gst;
 pub mod input;
 pub mod pacing;
-pub mod packetizer;
-pub mod ts;
+
+pub use nordlys_proto::inject::{packetizer, ts};

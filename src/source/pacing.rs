@@ -127,7 +127,7 @@ impl PcrPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ts::tests::{packet, pat_section, pmt_section, psi_packet};
+    use crate::source::ts::build::{packet, pat_section, pmt_section, psi_packet};
     use crate::test_media::small as ts_file;
 
     const MS: u64 = PCR_HZ / 1000;

@@ -20,7 +20,7 @@ pub mod ratelimit;
 pub mod status;
 pub mod store;
 mod upload;
-pub mod wire;
+pub use crate::wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

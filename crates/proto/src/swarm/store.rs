@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::piece::SignedPiece;
-use crate::swarm::wire::HaveEntry;
+use crate::wire::HaveEntry;
 
 /// Verified pieces, oldest first. Bounded by time (the torrent's window) and by bytes.
 #[derive(Debug)]

@@ -5,9 +5,8 @@
 //! raw `info` bytes as they appear in the file, never over a re-encoding.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use bendy::decoding::{Decoder, Object};
 use bendy::encoding::Encoder;
 use ed25519_dalek::VerifyingKey;
@@ -22,6 +21,41 @@ pub const DEFAULT_WINDOW_SECS: u32 = 30;
 pub const MAX_WINDOW_SECS: u32 = 600;
 /// Torrent files larger than this are rejected before parsing.
 pub const MAX_TORRENT_BYTES: usize = 1 << 20;
+
+/// Why a torrent could not be read, parsed or made.
+#[derive(Debug, thiserror::Error)]
+pub enum TorrentError {
+    #[error("cannot read {}: {reason}", path.display())]
+    Read {
+        path: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("{} is not a live torrent: {reason}", path.display())]
+    InFile {
+        path: PathBuf,
+        reason: Box<TorrentError>,
+    },
+    #[error("file is {0} bytes, more than a torrent may be")]
+    TooLarge(usize),
+    #[error("bencode: {0}")]
+    Bencode(#[from] bendy::decoding::Error),
+    #[error("encoding torrent: {0}")]
+    Encode(#[from] bendy::encoding::Error),
+    /// A field is missing or malformed; the text names it.
+    #[error("{0}")]
+    Field(&'static str),
+    #[error(
+        "piece length {0} must be a multiple of 188 between {MIN_PIECE_LENGTH} and {MAX_PIECE_LENGTH}"
+    )]
+    PieceLength(u32),
+    #[error("window {0} s must be between 1 and {MAX_WINDOW_SECS} s")]
+    Window(u32),
+    #[error("integer {0} out of range")]
+    Integer(String),
+}
+
+type Result<T> = std::result::Result<T, TorrentError>;
+use TorrentError::Field;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InfoHash(pub [u8; 20]);
@@ -65,7 +99,7 @@ impl LiveTorrent {
         piece_length: u32,
         window_secs: u32,
         trackers: &[String],
-    ) -> anyhow::Result<Vec<u8>> {
+    ) -> Result<Vec<u8>> {
         check_fields(name, piece_length, window_secs)?;
         let mut enc = Encoder::new();
         enc.emit_dict(|mut d| {
@@ -86,26 +120,29 @@ impl LiveTorrent {
             d.emit_pair_with(b"info", |e| {
                 emit_info(e, name, public_key, piece_length, window_secs)
             })
+        })?;
+        Ok(enc.get_output()?)
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|reason| TorrentError::Read {
+            path: path.into(),
+            reason,
+        })?;
+        Self::parse(&bytes).map_err(|reason| TorrentError::InFile {
+            path: path.into(),
+            reason: Box::new(reason),
         })
-        .map_err(|e| anyhow::anyhow!("encoding torrent: {e}"))?;
-        enc.get_output()
-            .map_err(|e| anyhow::anyhow!("encoding torrent: {e}"))
     }
 
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Self::parse(&bytes).with_context(|| format!("{} is not a live torrent", path.display()))
-    }
-
-    pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > MAX_TORRENT_BYTES {
-            bail!("file is {} bytes, more than a torrent may be", bytes.len());
+            return Err(TorrentError::TooLarge(bytes.len()));
         }
-        let err = |e: bendy::decoding::Error| anyhow::anyhow!("bencode: {e}");
+        let err = TorrentError::Bencode;
         let mut decoder = Decoder::new(bytes).with_max_depth(8);
         let Some(Object::Dict(mut top)) = decoder.next_object().map_err(err)? else {
-            bail!("top level is not a dictionary");
+            return Err(Field("top level is not a dictionary"));
         };
         let mut trackers = Vec::new();
         let mut announce = None;
@@ -134,7 +171,7 @@ impl LiveTorrent {
             }
         }
         let Some(info_raw) = info else {
-            bail!("no info dictionary")
+            return Err(Field("no info dictionary"));
         };
         if trackers.is_empty() {
             trackers.extend(announce);
@@ -155,7 +192,7 @@ impl LiveTorrent {
     /// A BEP 9 magnet link. It carries the infohash, the name and the trackers; a client also
     /// needs the metadata (with the public key) to verify pieces.
     pub fn magnet(&self) -> String {
-        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        let mut link = form_urlencoded::Serializer::new(String::new());
         link.append_pair("dn", &self.name);
         for t in &self.trackers {
             link.append_pair("tr", t);
@@ -168,19 +205,17 @@ impl LiveTorrent {
     }
 }
 
-fn check_fields(name: &str, piece_length: u32, window_secs: u32) -> anyhow::Result<()> {
+fn check_fields(name: &str, piece_length: u32, window_secs: u32) -> Result<()> {
     if name.is_empty() || name.len() > 200 {
-        bail!("name must be 1 to 200 bytes");
+        return Err(Field("name must be 1 to 200 bytes"));
     }
     if !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&piece_length)
         || !piece_length.is_multiple_of(188)
     {
-        bail!(
-            "piece length {piece_length} must be a multiple of 188 between {MIN_PIECE_LENGTH} and {MAX_PIECE_LENGTH}"
-        );
+        return Err(TorrentError::PieceLength(piece_length));
     }
     if !(1..=MAX_WINDOW_SECS).contains(&window_secs) {
-        bail!("window {window_secs} s must be between 1 and {MAX_WINDOW_SECS} s");
+        return Err(TorrentError::Window(window_secs));
     }
     Ok(())
 }
@@ -191,7 +226,7 @@ fn emit_info(
     key: &VerifyingKey,
     piece_length: u32,
     window_secs: u32,
-) -> Result<(), bendy::encoding::Error> {
+) -> std::result::Result<(), bendy::encoding::Error> {
     e.emit_dict(|mut d| {
         d.emit_pair_with(b"live", |e| {
             e.emit_dict(|mut live| {
@@ -205,18 +240,18 @@ fn emit_info(
     })
 }
 
-fn parse_info(raw: &[u8]) -> anyhow::Result<(String, u32, u32, VerifyingKey)> {
-    let err = |e: bendy::decoding::Error| anyhow::anyhow!("info: {e}");
+fn parse_info(raw: &[u8]) -> Result<(String, u32, u32, VerifyingKey)> {
+    let err = TorrentError::Bencode;
     let mut decoder = Decoder::new(raw).with_max_depth(4);
     let Some(Object::Dict(mut info)) = decoder.next_object().map_err(err)? else {
-        bail!("info is not a dictionary");
+        return Err(Field("info is not a dictionary"));
     };
     let (mut name, mut piece_length, mut live) = (None, None, None);
     while let Some((key, value)) = info.next_pair().map_err(err)? {
         match key {
             b"name" => name = Some(utf8(value.try_into_bytes().map_err(err)?)?),
             b"piece length" => piece_length = Some(int(value.try_into_integer().map_err(err)?)?),
-            b"pieces" => bail!("has a `pieces` list: this is not a live torrent"),
+            b"pieces" => return Err(Field("has a `pieces` list: this is not a live torrent")),
             b"live" => {
                 let mut dict = value.try_into_dictionary().map_err(err)?;
                 let (mut pubkey, mut window, mut scheme) = (None, None, None);
@@ -229,40 +264,40 @@ fn parse_info(raw: &[u8]) -> anyhow::Result<(String, u32, u32, VerifyingKey)> {
                     }
                 }
                 if scheme.as_deref() != Some(b"ed25519".as_slice()) {
-                    bail!("live.scheme must be `ed25519`");
+                    return Err(Field("live.scheme must be `ed25519`"));
                 }
                 let Some(pubkey) = pubkey else {
-                    bail!("live.pubkey missing")
+                    return Err(Field("live.pubkey missing"));
                 };
                 let Ok(bytes) = <[u8; 32]>::try_from(pubkey.as_slice()) else {
-                    bail!("live.pubkey must be 32 bytes");
+                    return Err(Field("live.pubkey must be 32 bytes"));
                 };
                 let key = VerifyingKey::from_bytes(&bytes)
-                    .map_err(|_| anyhow::anyhow!("live.pubkey is not an Ed25519 point"))?;
+                    .map_err(|_| Field("live.pubkey is not an Ed25519 point"))?;
                 live = Some((key, window.unwrap_or(DEFAULT_WINDOW_SECS)));
             }
             _ => {}
         }
     }
     let Some(name) = name else {
-        bail!("info.name missing")
+        return Err(Field("info.name missing"));
     };
     let Some(piece_length) = piece_length else {
-        bail!("info.piece length missing")
+        return Err(Field("info.piece length missing"));
     };
     let Some((key, window)) = live else {
-        bail!("info.live missing: not a live torrent")
+        return Err(Field("info.live missing: not a live torrent"));
     };
     Ok((name, piece_length, window, key))
 }
 
-fn utf8(bytes: &[u8]) -> anyhow::Result<String> {
-    String::from_utf8(bytes.to_vec()).context("text is not UTF-8")
+fn utf8(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| Field("text is not UTF-8"))
 }
 
-fn int(text: &str) -> anyhow::Result<u32> {
+fn int(text: &str) -> Result<u32> {
     text.parse()
-        .with_context(|| format!("integer {text} out of range"))
+        .map_err(|_| TorrentError::Integer(text.to_owned()))
 }
 
 #[cfg(test)]

@@ -299,9 +299,7 @@ impl Packetizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ts::tests::{packet, pat_section, pmt_section, psi_packet};
-    use crate::source::ts::{PAT_PID, pes_payload};
-    use crate::test_media::small as ts_file;
+    use crate::inject::ts::build::{packet, pat_section, pmt_section, psi_packet};
     use rand::{Rng, SeedableRng};
 
     fn synthetic_stream() -> (Vec<u8>, usize) {
@@ -475,132 +473,140 @@ mod tests {
         }
     }
 
-    fn is_irap(codec: VideoCodec, nal: u8) -> bool {
-        match codec {
-            VideoCodec::H264 => nal & 0x1f == 5,
-            VideoCodec::Hevc => (16..=23).contains(&((nal >> 1) & 0x3f)),
-            VideoCodec::Other(_) => false,
-        }
-    }
+    /// On real H.264/HEVC files made by ffmpeg (feature `media-tests`, on in the full suite).
+    #[cfg(feature = "media-tests")]
+    mod files {
+        use super::*;
+        use crate::inject::ts::{PAT_PID, pes_payload};
+        use crate::test_media::small as ts_file;
 
-    fn has_irap(codec: VideoCodec, es: &[u8]) -> bool {
-        es.windows(4)
-            .any(|w| w[..3] == [0, 0, 1] && is_irap(codec, w[3]))
-    }
-
-    /// Video elementary stream bytes from the first PES start in `ts`, PES by PES.
-    fn video_pes(ts: &[u8], vpid: u16) -> Vec<Vec<u8>> {
-        let mut all: Vec<Vec<u8>> = Vec::new();
-        for c in ts.chunks(188) {
-            let p = Packet::parse(c).unwrap();
-            if p.pid() != vpid {
-                continue;
-            }
-            if p.pusi() {
-                all.push(pes_payload(p.payload()).unwrap_or_default().to_vec());
-            } else if let Some(last) = all.last_mut() {
-                last.extend_from_slice(p.payload());
+        fn is_irap(codec: VideoCodec, nal: u8) -> bool {
+            match codec {
+                VideoCodec::H264 => nal & 0x1f == 5,
+                VideoCodec::Hevc => (16..=23).contains(&((nal >> 1) & 0x3f)),
+                VideoCodec::Other(_) => false,
             }
         }
-        all
-    }
 
-    fn check_file(video: &'static str, clear_rai: bool) {
-        let path = ts_file(&format!("pz-{video}-4s.ts"), 4, video);
-        let mut data = std::fs::read(&path).unwrap();
-        assert_eq!(data.len() % 188, 0);
-        if clear_rai {
-            // Force the NAL scan: clear every random_access_indicator.
-            for c in data.chunks_mut(188) {
-                if c[3] & 0x20 != 0 && c[4] > 0 {
-                    c[5] &= !0x40;
+        fn has_irap(codec: VideoCodec, es: &[u8]) -> bool {
+            es.windows(4)
+                .any(|w| w[..3] == [0, 0, 1] && is_irap(codec, w[3]))
+        }
+
+        /// Video elementary stream bytes from the first PES start in `ts`, PES by PES.
+        fn video_pes(ts: &[u8], vpid: u16) -> Vec<Vec<u8>> {
+            let mut all: Vec<Vec<u8>> = Vec::new();
+            for c in ts.chunks(188) {
+                let p = Packet::parse(c).unwrap();
+                if p.pid() != vpid {
+                    continue;
+                }
+                if p.pusi() {
+                    all.push(pes_payload(p.payload()).unwrap_or_default().to_vec());
+                } else if let Some(last) = all.last_mut() {
+                    last.extend_from_slice(p.payload());
                 }
             }
+            all
         }
-        let mut tracker = ProgramTracker::new();
-        for c in data.chunks(188) {
-            tracker.observe(&Packet::parse(c).unwrap());
-        }
-        let (vpid, codec) = tracker.video().expect("video in PMT");
-        let keyframes = video_pes(&data, vpid)
-            .iter()
-            .filter(|es| has_irap(codec, es))
-            .count();
-        // 4 s at 30 fps, GOP 15: 8 keyframes.
-        assert!((7..=9).contains(&keyframes), "{keyframes} keyframes");
 
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-        for max_packets in [7usize, 64, 400] {
-            let max = max_packets * 188;
-            let mut pz = Packetizer::new(max, DEFAULT_FLUSH_AFTER);
+        fn check_file(video: &'static str, clear_rai: bool) {
+            let path = ts_file(&format!("pz-{video}-4s.ts"), 4, video);
+            let mut data = std::fs::read(&path).unwrap();
+            assert_eq!(data.len() % 188, 0);
+            if clear_rai {
+                // Force the NAL scan: clear every random_access_indicator.
+                for c in data.chunks_mut(188) {
+                    if c[3] & 0x20 != 0 && c[4] > 0 {
+                        c[5] &= !0x40;
+                    }
+                }
+            }
+            let mut tracker = ProgramTracker::new();
+            for c in data.chunks(188) {
+                tracker.observe(&Packet::parse(c).unwrap());
+            }
+            let (vpid, codec) = tracker.video().expect("video in PMT");
+            let keyframes = video_pes(&data, vpid)
+                .iter()
+                .filter(|es| has_irap(codec, es))
+                .count();
+            // 4 s at 30 fps, GOP 15: 8 keyframes.
+            assert!((7..=9).contains(&keyframes), "{keyframes} keyframes");
+
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+            for max_packets in [7usize, 64, 400] {
+                let max = max_packets * 188;
+                let mut pz = Packetizer::new(max, DEFAULT_FLUSH_AFTER);
+                let mut pieces = Vec::new();
+                let t0 = Instant::now();
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let n = rng.random_range(1..=rest.len().min(5000));
+                    pieces.extend(pz.push(t0, 0, &rest[..n]));
+                    rest = &rest[n..];
+                }
+                pieces.extend(pz.finish());
+                assert_eq!(pieces.concat_payloads(), data, "concatenation == input");
+                assert_eq!(pz.bytes_dropped(), 0);
+                let mut ra = 0;
+                let mut offset = 0;
+                for p in &pieces {
+                    assert!(p.payload.len() <= max && p.payload.len() % 188 == 0);
+                    if p.random_access {
+                        ra += 1;
+                        let first = Packet::parse(&p.payload).unwrap();
+                        assert_eq!(first.pid(), PAT_PID, "random-access piece starts with PAT");
+                        // The first video PES of the piece is a keyframe. A small piece may end
+                        // before the IRAP NAL (after a long SEI): then look at the whole PES.
+                        let es = video_pes(&p.payload, vpid);
+                        let whole = video_pes(&data[offset..], vpid);
+                        let within = es.first().is_some_and(|es| has_irap(codec, es));
+                        assert!(
+                            within || (max_packets < 64 && has_irap(codec, &whole[0])),
+                            "random-access piece holds the keyframe"
+                        );
+                    }
+                    offset += p.payload.len();
+                }
+                assert_eq!(ra, keyframes, "one random-access piece per keyframe");
+            }
+
+            // With time passing (1 ms per chunk) and the time bound flushing: still exact.
+            let mut pz = Packetizer::new(188 * 64, DEFAULT_FLUSH_AFTER);
             let mut pieces = Vec::new();
-            let t0 = Instant::now();
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let n = rng.random_range(1..=rest.len().min(5000));
-                pieces.extend(pz.push(t0, 0, &rest[..n]));
-                rest = &rest[n..];
+            let mut now = Instant::now();
+            for c in data.chunks(1316) {
+                now += Duration::from_millis(1);
+                if pz.poll_timeout().is_some_and(|t| t <= now) {
+                    pieces.extend(pz.handle_timeout(now));
+                }
+                pieces.extend(pz.push(now, 0, c));
             }
             pieces.extend(pz.finish());
-            assert_eq!(pieces.concat_payloads(), data, "concatenation == input");
-            assert_eq!(pz.bytes_dropped(), 0);
-            let mut ra = 0;
-            let mut offset = 0;
-            for p in &pieces {
-                assert!(p.payload.len() <= max && p.payload.len() % 188 == 0);
-                if p.random_access {
-                    ra += 1;
-                    let first = Packet::parse(&p.payload).unwrap();
-                    assert_eq!(first.pid(), PAT_PID, "random-access piece starts with PAT");
-                    // The first video PES of the piece is a keyframe. A small piece may end
-                    // before the IRAP NAL (after a long SEI): then look at the whole PES.
-                    let es = video_pes(&p.payload, vpid);
-                    let whole = video_pes(&data[offset..], vpid);
-                    let within = es.first().is_some_and(|es| has_irap(codec, es));
-                    assert!(
-                        within || (max_packets < 64 && has_irap(codec, &whole[0])),
-                        "random-access piece holds the keyframe"
-                    );
-                }
-                offset += p.payload.len();
-            }
-            assert_eq!(ra, keyframes, "one random-access piece per keyframe");
+            assert_eq!(pieces.concat_payloads(), data);
+            let ra = pieces.iter().filter(|p| p.random_access).count();
+            assert_eq!(ra, keyframes);
         }
 
-        // With time passing (1 ms per chunk) and the time bound flushing: still exact.
-        let mut pz = Packetizer::new(188 * 64, DEFAULT_FLUSH_AFTER);
-        let mut pieces = Vec::new();
-        let mut now = Instant::now();
-        for c in data.chunks(1316) {
-            now += Duration::from_millis(1);
-            if pz.poll_timeout().is_some_and(|t| t <= now) {
-                pieces.extend(pz.handle_timeout(now));
-            }
-            pieces.extend(pz.push(now, 0, c));
+        #[test]
+        fn h264_file_pieces() {
+            check_file("h264", false);
         }
-        pieces.extend(pz.finish());
-        assert_eq!(pieces.concat_payloads(), data);
-        let ra = pieces.iter().filter(|p| p.random_access).count();
-        assert_eq!(ra, keyframes);
-    }
 
-    #[test]
-    fn h264_file_pieces() {
-        check_file("h264", false);
-    }
+        #[test]
+        fn h264_file_pieces_by_nal_scan() {
+            check_file("h264", true);
+        }
 
-    #[test]
-    fn h264_file_pieces_by_nal_scan() {
-        check_file("h264", true);
-    }
+        #[test]
+        fn hevc_file_pieces() {
+            check_file("hevc", false);
+        }
 
-    #[test]
-    fn hevc_file_pieces() {
-        check_file("hevc", false);
-    }
-
-    #[test]
-    fn hevc_file_pieces_by_nal_scan() {
-        check_file("hevc", true);
+        #[test]
+        fn hevc_file_pieces_by_nal_scan() {
+            check_file("hevc", true);
+        }
     }
 }

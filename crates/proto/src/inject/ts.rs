@@ -520,5 +520,7 @@ pub fn pes_payload(payload: &[u8]) -> Option<&[u8]> {
     payload.get(9 + header_len..)
 }
 
+#[doc(hidden)]
+pub mod build;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
