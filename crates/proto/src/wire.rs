@@ -71,6 +71,34 @@ impl Handshake {
     }
 }
 
+/// What a node is in the swarm, told in the extended handshake (`nordlys_role`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Injector,
+    Seed,
+    Receiver,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Injector => "injector",
+            Role::Seed => "seed",
+            Role::Receiver => "receiver",
+        }
+    }
+
+    pub fn from_name(name: &[u8]) -> Option<Role> {
+        match name {
+            b"injector" => Some(Role::Injector),
+            b"seed" => Some(Role::Seed),
+            b"receiver" => Some(Role::Receiver),
+            _ => None,
+        }
+    }
+}
+
 /// Our BEP 10 handshake fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExtHandshake {
@@ -78,8 +106,8 @@ pub struct ExtHandshake {
     pub live_id: Option<u8>,
     /// The sender's listening port (`p`), so inbound peers can be passed on and banned by it.
     pub listen_port: Option<u16>,
-    /// The sender's role: `injector`, `seed` or `receiver` (`nordlys_role`).
-    pub role: Option<String>,
+    /// The sender's role (`nordlys_role`); `None` when absent or unknown.
+    pub role: Option<Role>,
     pub client: Option<String>,
 }
 
@@ -96,7 +124,7 @@ impl ExtHandshake {
                 })
             })?;
             if let Some(role) = &self.role {
-                d.emit_pair(b"nordlys_role", role.as_str())?;
+                d.emit_pair(b"nordlys_role", role.name())?;
             }
             if let Some(p) = self.listen_port {
                 d.emit_pair(b"p", p)?;
@@ -133,9 +161,7 @@ impl ExtHandshake {
                     }
                 }
                 (b"p", Object::Integer(p)) => out.listen_port = p.parse().ok(),
-                (b"nordlys_role", Object::Bytes(r)) => {
-                    out.role = Some(String::from_utf8_lossy(&r[..r.len().min(16)]).into())
-                }
+                (b"nordlys_role", Object::Bytes(r)) => out.role = Role::from_name(r),
                 (b"v", Object::Bytes(v)) => {
                     out.client = Some(String::from_utf8_lossy(&v[..v.len().min(64)]).into())
                 }
@@ -401,7 +427,7 @@ mod tests {
         round_trip(Message::ExtHandshake(ExtHandshake {
             live_id: Some(OUR_LIVE_ID),
             listen_port: Some(6881),
-            role: Some("seed".into()),
+            role: Some(Role::Seed),
             client: Some("nordlys 0.1".into()),
         }));
         round_trip(Message::Live(LiveMessage::Have {

@@ -85,8 +85,8 @@ impl Swarm {
         };
         let p = self.peers.get_mut(&id).unwrap();
         p.live_id = live_id;
-        p.is_source = ext.role.as_deref() == Some("injector");
-        p.is_seed = ext.role.as_deref() == Some("seed");
+        p.is_source = ext.role == Some(Role::Injector);
+        p.is_seed = ext.role == Some(Role::Seed);
         if let Some(port) = ext.listen_port
             && port != 0
         {

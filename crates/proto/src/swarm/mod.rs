@@ -21,6 +21,7 @@ pub mod status;
 pub mod store;
 mod upload;
 pub use crate::wire;
+pub use crate::wire::Role;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -41,24 +42,6 @@ use ratelimit::TokenBucket;
 pub use status::{State, SwarmStatus};
 use store::{Known, Store};
 use wire::{ExtHandshake, HaveEntry, LiveMessage, Message};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Injector,
-    Seed,
-    Receiver,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Injector => "injector",
-            Role::Seed => "seed",
-            Role::Receiver => "receiver",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -265,7 +248,7 @@ impl Swarm {
         let ext = ExtHandshake {
             live_id: Some(wire::OUR_LIVE_ID),
             listen_port: self.config.listen_port,
-            role: Some(self.config.role.name().into()),
+            role: Some(self.config.role),
             client: Some(concat!("nordlys ", env!("CARGO_PKG_VERSION")).into()),
         };
         wire::encode(&Message::ExtHandshake(ext), 0, &mut peer.outbox);
