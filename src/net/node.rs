@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::piece::{FLAG_END_OF_STREAM, FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
 use crate::source::packetizer::{Packetizer, RawPiece};
-use crate::swarm::{Config, Delivery, Output, PeerId, Role, Swarm, SwarmStatus};
+use crate::swarm::{Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus};
 use crate::torrent::LiveTorrent;
 
 /// Writes queued for one peer's socket at most (each a flush of the core's outbox, so a few
@@ -163,7 +163,7 @@ pub async fn run(
     // `startup_ms` counts from the process start the caller passes in.
     let start = opts.started.min(Instant::now());
     let mut swarm = Swarm::new(config, start);
-    swarm.add_peer_addrs(start, opts.static_peers.iter().copied());
+    swarm.handle(start, Input::PeerAddrs(opts.static_peers.clone()));
 
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
     let (status_req_tx, mut status_req_rx) = mpsc::channel::<oneshot::Sender<NodeStatus>>(16);
@@ -236,7 +236,7 @@ pub async fn run(
                         if let Some(c) = conns.remove(&peer) {
                             c.reader.abort();
                         }
-                        swarm.peer_closed(now, peer);
+                        swarm.handle(now, Input::Closed(peer));
                     }
                 }
                 Output::Connect(addr) => {
@@ -307,23 +307,26 @@ pub async fn run(
                 let Some(ev) = ev else { break };
                 let now = Instant::now();
                 match ev {
-                    Event::Inbound(stream, addr) => {
-                        let id = swarm.peer_connected(now, addr, false);
-                        conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
-                    }
+                    Event::Inbound(stream, addr) => match swarm.accept(now, addr, Direction::Inbound) {
+                        Ok(id) => {
+                            conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
+                        }
+                        Err(why) => tracing::debug!(%addr, %why, "refused a connection"),
+                    },
                     Event::Connected(addr, stream) => {
-                        let id = swarm.peer_connected(now, addr, true);
-                        conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
+                        if let Ok(id) = swarm.accept(now, addr, Direction::Outbound) {
+                            conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
+                        }
                     }
-                    Event::ConnectFailed(addr) => swarm.connect_failed(now, addr),
+                    Event::ConnectFailed(addr) => swarm.handle(now, Input::ConnectFailed(addr)),
                     Event::Data(id, data) => {
                         if conns.contains_key(&id) {
-                            swarm.peer_data(now, id, &data);
+                            swarm.handle(now, Input::Data(id, &data));
                         }
                     }
                     Event::Closed(id) => {
                         if conns.remove(&id).is_some() {
-                            swarm.peer_closed(now, id);
+                            swarm.handle(now, Input::Closed(id));
                         }
                     }
                 }
@@ -335,14 +338,14 @@ pub async fn run(
                 match chunk {
                     Some(bytes) => {
                         for raw in p.push(now, wall_clock_us(), &bytes) {
-                            swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
+                            swarm.handle(now, Input::LocalPiece(sign(&inj.key, next_seq, raw)));
                             next_seq += 1;
                         }
                     }
                     None => {
                         input_open = false;
                         for raw in p.finish() {
-                            swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
+                            swarm.handle(now, Input::LocalPiece(sign(&inj.key, next_seq, raw)));
                             next_seq += 1;
                         }
                         let eos = PieceHeader {
@@ -352,14 +355,14 @@ pub async fn run(
                             flags: FLAG_END_OF_STREAM,
                             payload_len: 0,
                         };
-                        swarm.add_local_piece(now, SignedPiece::sign(&inj.key, &info_hash, eos, &[]));
+                        swarm.handle(now, Input::LocalPiece(SignedPiece::sign(&inj.key, &info_hash, eos, &[])));
                         tracing::info!(pieces = next_seq - epoch, "input ended; stream closed");
                     }
                 }
             }
             found = discovered.recv() => {
                 if let Some(addrs) = found {
-                    swarm.add_peer_addrs(Instant::now(), addrs);
+                    swarm.handle(Instant::now(), Input::PeerAddrs(addrs));
                 }
             }
             req = status_req_rx.recv() => {
@@ -373,10 +376,10 @@ pub async fn run(
                     && p.poll_timeout().is_some_and(|t| now >= t)
                     && let Some(raw) = p.handle_timeout(now)
                 {
-                    swarm.add_local_piece(now, sign(&inj.key, next_seq, raw));
+                    swarm.handle(now, Input::LocalPiece(sign(&inj.key, next_seq, raw)));
                     next_seq += 1;
                 }
-                swarm.handle_timeout(now);
+                swarm.handle(now, Input::Timeout);
             }
         }
     }

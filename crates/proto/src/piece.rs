@@ -69,7 +69,7 @@ impl PieceHeader {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PieceError {
     #[error("piece is {0} bytes, too short for header and signature")]
     TooShort(usize),

@@ -13,7 +13,9 @@ use bytes::{Bytes, BytesMut};
 use ed25519_dalek::SigningKey;
 
 use crate::piece::{FLAG_END_OF_STREAM, FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
-use crate::swarm::{Config, Delivery, Output, PeerId, Role, Swarm, SwarmStatus, wire};
+use crate::swarm::{
+    Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
+};
 use crate::torrent::InfoHash;
 
 pub type NodeId = usize;
@@ -204,7 +206,7 @@ impl Sim {
                     .filter(|(j, n)| *j != i && n.swarm.is_some())
                     .map(|(_, n)| n.addr)
                     .collect();
-                swarm.add_peer_addrs(now, addrs);
+                swarm.handle(now, Input::PeerAddrs(addrs));
                 self.nodes[i].swarm = Some(swarm);
                 self.drain(i);
             }
@@ -212,7 +214,7 @@ impl Sim {
                 if self.nodes[i].timer_gen == generation
                     && let Some(s) = self.nodes[i].swarm.as_mut()
                 {
-                    s.handle_timeout(now);
+                    s.handle(now, Input::Timeout);
                     self.drain(i);
                 }
             }
@@ -223,7 +225,7 @@ impl Sim {
                     .position(|n| n.addr == to && n.swarm.is_some());
                 let Some(j) = target else {
                     if let Some(s) = self.nodes[from].swarm.as_mut() {
-                        s.connect_failed(now, to);
+                        s.handle(now, Input::ConnectFailed(to));
                     }
                     self.drain(from);
                     return;
@@ -233,14 +235,24 @@ impl Sim {
                     .swarm
                     .as_mut()
                     .unwrap()
-                    .peer_connected(now, to, true);
-                let b = self.nodes[j]
-                    .swarm
-                    .as_mut()
-                    .unwrap()
-                    .peer_connected(now, from_addr, false);
-                self.nodes[from].conns.insert(a, (j, b));
-                self.nodes[j].conns.insert(b, (from, a));
+                    .accept(now, to, Direction::Outbound)
+                    .expect("outbound connections are taken");
+                match self.nodes[j].swarm.as_mut().unwrap().accept(
+                    now,
+                    from_addr,
+                    Direction::Inbound,
+                ) {
+                    Ok(b) => {
+                        self.nodes[from].conns.insert(a, (j, b));
+                        self.nodes[j].conns.insert(b, (from, a));
+                    }
+                    // Refused: the dialler sees the connection close.
+                    Err(_) => {
+                        let at = now + self.one_way;
+                        self.schedule(at, Event::Closed { to: from, conn: a });
+                        self.nodes[from].conns.insert(a, (j, 0));
+                    }
+                }
                 self.drain(from);
                 self.drain(j);
             }
@@ -250,7 +262,7 @@ impl Sim {
                         .swarm
                         .as_mut()
                         .unwrap()
-                        .peer_data(now, conn, &data);
+                        .handle(now, Input::Data(conn, &data));
                     self.drain(to);
                 }
             }
@@ -260,7 +272,7 @@ impl Sim {
                         .swarm
                         .as_mut()
                         .unwrap()
-                        .peer_closed(now, conn);
+                        .handle(now, Input::Closed(conn));
                     self.drain(to);
                 }
             }
@@ -303,7 +315,7 @@ impl Sim {
                     .swarm
                     .as_mut()
                     .unwrap()
-                    .add_local_piece(now, piece);
+                    .handle(now, Input::LocalPiece(piece));
                 self.drain(inj);
             }
         }

@@ -212,7 +212,7 @@ pub enum Message {
     Live(LiveMessage),
 }
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("need more bytes")]
     NeedMore,

@@ -1,15 +1,67 @@
 //! Getting pieces: hook-in, what to request from whom, and giving up on slow requests.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
 
+use super::peer::Sent;
 use super::*;
 
+/// Seeds fetch this much stream behind the newest piece, to serve receivers that hook in late.
+const SEED_BACKFILL_US: u64 = 5_000_000;
+
+/// The downloader's own state: outstanding requests, and whether picking could find more.
+#[derive(Debug, Default)]
+pub(super) struct Downloader {
+    /// Which peer each outstanding request went to.
+    inflight: HashMap<u64, PeerId>,
+    /// Something changed that may allow a new request (a piece announced that nobody was
+    /// asked for, a request ended, an unchoke, hook-in, time): the picker runs only then.
+    pick: bool,
+}
+
+impl Downloader {
+    pub fn wants_pick(&self) -> bool {
+        self.pick
+    }
+
+    pub fn need_pick(&mut self) {
+        self.pick = true;
+    }
+
+    pub fn is_inflight(&self, seq: u64) -> bool {
+        self.inflight.contains_key(&seq)
+    }
+
+    /// The request for `seq` to `peer` ended (answered, refused, given up, cancelled).
+    pub fn ended(&mut self, seq: u64, peer: PeerId) {
+        if self.inflight.get(&seq) == Some(&peer) {
+            self.inflight.remove(&seq);
+        }
+        self.pick = true;
+    }
+
+    /// A piece is held now: nobody needs to be asked for it any more.
+    pub fn done(&mut self, seq: u64) {
+        self.inflight.remove(&seq);
+        self.pick = true;
+    }
+
+    pub fn forget_peer(&mut self, id: PeerId, p: &Peer) {
+        for &seq in p.requested.keys() {
+            self.ended(seq, id);
+        }
+        self.pick = true;
+    }
+}
+
 impl Swarm {
-    pub(super) fn hook_in(&mut self, now: Instant) {
-        if let Some(playout) = self.playout.as_mut()
+    pub(super) fn hook_in(&mut self) {
+        let now = self.now;
+        if let Some(playout) = self.role.playout_mut()
             && let Some(seq) = playout.try_hook(now, &self.known)
         {
             tracing::info!(seq, "hooked in");
+            self.download.need_pick();
         }
     }
 
@@ -17,6 +69,9 @@ impl Swarm {
     /// older pieces announced later (the injector tells of its pieces after a delay) lower
     /// the start while they are still in that span.
     pub(super) fn seed_backfill(&mut self, entries: &[HaveEntry]) {
+        let RoleState::Seed { from } = &mut self.role else {
+            return;
+        };
         let Some((_, newest)) = self.known.newest() else {
             return;
         };
@@ -24,33 +79,36 @@ impl Swarm {
         for e in entries {
             if e.timestamp_us >= floor_ts
                 && !self.store.contains(e.seq)
-                && self.seed_from.is_none_or(|from| e.seq < from)
+                && from.is_none_or(|f| e.seq < f)
             {
-                self.seed_from = Some(e.seq);
+                *from = Some(e.seq);
             }
         }
     }
 
-    pub(super) fn request_pieces(&mut self, now: Instant) {
-        let from = match self.config.role {
-            Role::Injector => return,
-            Role::Seed => {
-                let Some(mut from) = self.seed_from else {
-                    return;
-                };
+    /// The first sequence number worth fetching, if any.
+    fn fetch_from(&mut self) -> Option<u64> {
+        match &mut self.role {
+            RoleState::Injector { .. } => None,
+            RoleState::Seed { from } => {
                 // Skip the run of pieces already held, so the picker's bounded scan always
                 // looks at what is still missing.
-                from = from.max(self.store.first_seq().unwrap_or(0));
-                while self.store.contains(from) {
-                    from += 1;
+                let mut f = (*from)?.max(self.store.first_seq().unwrap_or(0));
+                while self.store.contains(f) {
+                    f += 1;
                 }
-                self.seed_from = Some(from);
-                from
+                *from = Some(f);
+                Some(f)
             }
-            Role::Receiver => match self.playout.as_ref().and_then(|p| p.cursor()) {
-                Some(c) => c,
-                None => return,
-            },
+            RoleState::Receiver(p) => p.cursor(),
+        }
+    }
+
+    pub(super) fn request_pieces(&mut self) {
+        self.download.pick = false;
+        let now = self.now;
+        let Some(from) = self.fetch_from() else {
+            return;
         };
         if self
             .eos_seq
@@ -58,71 +116,67 @@ impl Swarm {
         {
             return;
         }
-        let room = picker::MAX_INFLIGHT.saturating_sub(self.inflight.len());
+        let room = picker::MAX_INFLIGHT.saturating_sub(self.download.inflight.len());
         if room == 0 {
             return;
         }
         let urgent_within = (self.config.latency / 2).min(Duration::from_secs(1));
         let view = picker::View {
             now,
-            playout: self.playout.as_ref(),
+            playout: self.role.playout(),
             store: &self.store,
             known: &self.known,
-            peers: &self.peers,
-            inflight: &self.inflight,
+            peers: self.peers.map(),
+            inflight: &self.download.inflight,
         };
         let wants = picker::wanted(&view, from, urgent_within, room);
         for want in wants.into_iter().take(room) {
             if self.eos_seq.is_some_and(|e| want.seq > e) {
                 continue;
             }
-            let Some(pid) = picker::choose_peer(want, now, &self.peers, &mut self.rng) else {
+            let Some(pid) = picker::choose_peer(want, now, self.peers.map(), &mut self.rng) else {
                 continue;
             };
-            let p = self.peers.get_mut(&pid).unwrap();
-            p.requested.insert(want.seq, now);
+            let expires = now + self.request_timeout(self.peers.get(pid).unwrap(), want.seq, now);
+            let p = self.peers.get_mut(pid).unwrap();
+            p.requested.insert(want.seq, Sent { at: now, expires });
             send_live(p, LiveMessage::Request { seq: want.seq });
-            self.inflight.insert(want.seq, pid);
+            self.download.inflight.insert(want.seq, pid);
         }
     }
 
     /// How long to wait for `seq` from `p`: a few round trips, but no more than half the time
     /// left before the piece is due, so there is time to ask someone else.
-    pub(super) fn request_timeout(&self, p: &Peer, seq: u64, sent: Instant) -> Duration {
+    fn request_timeout(&self, p: &Peer, seq: u64, sent: Instant) -> Duration {
         let srtt = Duration::from_micros(p.srtt_us.unwrap_or(100_000));
         let mut timeout = srtt * 4;
-        if let Some(due) = self
-            .playout
-            .as_ref()
-            .and_then(|pl| pl.due(seq, &self.known))
-        {
+        if let Some(due) = self.role.playout().and_then(|pl| pl.due(seq, &self.known)) {
             timeout = timeout.min(due.saturating_duration_since(sent) / 2);
         }
         timeout.clamp(Duration::from_millis(50), Duration::from_secs(2))
     }
 
-    /// Requests not answered in time go to another peer; the slow one is not asked again.
-    pub(super) fn expire_requests(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for (&pid, p) in &self.peers {
-            for (&seq, &sent) in &p.requested {
-                if now >= sent + self.request_timeout(p, seq, sent) {
-                    expired.push((pid, seq));
-                }
-            }
-        }
-        for (pid, seq) in expired {
-            let p = self.peers.get_mut(&pid).unwrap();
-            if let Some(sent) = p.requested.remove(&seq) {
-                // Back off: the peer is at least twice as slow as we waited (as TCP does).
-                p.note_rtt(2 * now.saturating_duration_since(sent).as_micros() as u64);
-            }
+    /// Requests to `id` not answered in time go to another peer; the slow one is not asked
+    /// for them again soon.
+    pub(super) fn expire_requests(&mut self, id: PeerId) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        let expired: Vec<(u64, Sent)> = p
+            .requested
+            .iter()
+            .filter(|(_, s)| now >= s.expires)
+            .map(|(&seq, &s)| (seq, s))
+            .collect();
+        for (seq, sent) in expired {
+            p.requested.remove(&seq);
+            // Back off: the peer is at least twice as slow as we waited (as TCP does).
+            p.note_rtt(2 * now.saturating_duration_since(sent.at).as_micros() as u64);
             p.refuse(seq, now);
             send_live(p, LiveMessage::Cancel { seq });
             self.stats.request_timeouts += 1;
-            if self.inflight.get(&seq) == Some(&pid) {
-                self.inflight.remove(&seq);
-            }
+            self.download.ended(seq, id);
         }
     }
 }

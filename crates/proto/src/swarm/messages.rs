@@ -1,30 +1,64 @@
 //! What peers say: the handshakes and every live message, up to a verified piece.
 
-use std::time::Instant;
-
 use super::*;
 
 impl Swarm {
-    pub(super) fn on_handshake(&mut self, id: PeerId, hs: wire::Handshake) {
+    /// Bytes from a connection: whole messages are handled as they complete.
+    pub(super) fn on_data(&mut self, id: PeerId, data: &[u8]) {
+        let max_len = wire::max_message_len(self.config.max_payload);
+        let now = self.now;
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        peer.last_heard = now;
+        peer.inbuf.extend_from_slice(data);
+        while let Some(peer) = self.peers.get_mut(id) {
+            if peer.phase == Phase::Handshake {
+                match wire::Handshake::decode(&peer.inbuf) {
+                    Ok(hs) => {
+                        let _ = peer.inbuf.split_to(wire::HANDSHAKE_LEN);
+                        self.on_handshake(id, hs);
+                        continue;
+                    }
+                    Err(DecodeError::NeedMore) => break,
+                    Err(e) => return self.close(id, DisconnectReason::BadHandshake(e)),
+                }
+            }
+            match wire::frame_len(&peer.inbuf, max_len) {
+                Ok(used) => {
+                    let frame = peer.inbuf.split_to(used).freeze();
+                    match wire::decode_frame(&frame) {
+                        Ok(msg) => self.on_message(id, msg),
+                        Err(e) => return self.close(id, DisconnectReason::Protocol(e)),
+                    }
+                }
+                Err(DecodeError::NeedMore) => break,
+                Err(e) => return self.close(id, DisconnectReason::Protocol(e)),
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, id: PeerId, hs: wire::Handshake) {
         if hs.info_hash != self.config.info_hash.0 {
-            return self.close(id, "handshake for another torrent".into());
+            return self.close(id, DisconnectReason::OtherTorrent);
         }
+        let (addr, outbound) = {
+            let p = self.peers.get(id).unwrap();
+            (p.addr, p.outbound)
+        };
         if hs.peer_id == self.config.peer_id {
-            let addr = self.peers[&id].addr;
-            self.self_addrs.insert(addr);
-            self.addrs.remove(&addr);
-            return self.close(id, "connected to ourselves".into());
+            self.addrs.mark_own(addr);
+            return self.close(id, DisconnectReason::Ourselves);
         }
-        let ip = self.peers[&id].addr.ip();
-        if self.banned_ids.contains(&(ip, hs.peer_id)) {
-            return self.close(id, "banned peer".into());
+        let ip = addr.ip();
+        if self.addrs.is_banned_id(ip, &hs.peer_id) {
+            return self.close(id, DisconnectReason::Banned);
         }
         if !hs.extensions {
-            return self.close(id, "peer lacks the extension protocol (BEP 10)".into());
+            return self.close(id, DisconnectReason::NoExtensionProtocol);
         }
         // One connection per peer: keep the one opened by the peer with the smaller id, a rule
         // both sides agree on without talking.
-        let outbound = self.peers[&id].outbound;
         let opener = |outbound: bool| {
             if outbound {
                 self.config.peer_id
@@ -32,58 +66,55 @@ impl Swarm {
                 hs.peer_id
             }
         };
-        if let Some((&other, other_peer)) = self
+        let other = self
             .peers
             .iter()
-            .find(|(o, p)| **o != id && p.remote_id == Some(hs.peer_id) && p.addr.ip() == ip)
-        {
-            let (keep_new, other_outbound) = (opener(outbound), opener(other_peer.outbound));
-            if keep_new < other_outbound {
-                self.close(other, "duplicate connection".into());
+            .find(|(o, p)| *o != id && p.remote_id == Some(hs.peer_id) && p.addr.ip() == ip)
+            .map(|(o, p)| (o, p.outbound));
+        if let Some((other, other_outbound)) = other {
+            if opener(outbound) < opener(other_outbound) {
+                self.close(other, DisconnectReason::Duplicate);
             } else {
-                return self.close(id, "duplicate connection".into());
+                return self.close(id, DisconnectReason::Duplicate);
             }
         }
-        let p = self.peers.get_mut(&id).unwrap();
+        let p = self.peers.get_mut(id).unwrap();
         p.remote_id = Some(hs.peer_id);
         p.phase = Phase::Extended;
     }
 
-    pub(super) fn on_message(&mut self, now: Instant, id: PeerId, msg: Message) {
-        let phase = self.peers[&id].phase;
-        match (phase, msg) {
+    fn on_message(&mut self, id: PeerId, msg: Message) {
+        let p = self.peers.get_mut(id).unwrap();
+        match (p.phase, msg) {
             (_, Message::KeepAlive) => {}
-            (Phase::Extended, Message::ExtHandshake(ext)) => self.on_ext_handshake(now, id, ext),
-            (Phase::Extended, _) => self.close(id, "message before the extended handshake".into()),
+            (Phase::Extended, Message::ExtHandshake(ext)) => self.on_ext_handshake(id, ext),
+            (Phase::Extended, _) => self.close(id, DisconnectReason::EarlyMessage),
             (Phase::Active, Message::ExtHandshake(_)) => {} // updates are allowed and ignored
             (Phase::Active, Message::Choke) => {
-                let p = self.peers.get_mut(&id).unwrap();
                 p.peer_choking = true;
-                let dropped: Vec<u64> = std::mem::take(&mut p.requested).into_keys().collect();
-                for seq in dropped {
-                    self.inflight.remove(&seq);
+                for seq in std::mem::take(&mut p.requested).into_keys() {
+                    self.download.ended(seq, id);
                 }
             }
             (Phase::Active, Message::Unchoke) => {
-                self.peers.get_mut(&id).unwrap().peer_choking = false
+                p.peer_choking = false;
+                self.download.need_pick();
             }
             (Phase::Active, Message::Interested) => {
-                self.peers.get_mut(&id).unwrap().peer_interested = true;
+                p.peer_interested = true;
                 self.rechoke_if_slot_free(id);
             }
-            (Phase::Active, Message::NotInterested) => {
-                self.peers.get_mut(&id).unwrap().peer_interested = false
-            }
-            (Phase::Active, Message::Live(live)) => self.on_live(now, id, live),
-            (Phase::Handshake, _) => unreachable!("handshake is decoded separately"),
+            (Phase::Active, Message::NotInterested) => p.peer_interested = false,
+            (Phase::Active, Message::Live(live)) => self.on_live(id, live),
+            (Phase::Handshake, _) => unreachable!("the handshake is decoded separately"),
         }
     }
 
-    pub(super) fn on_ext_handshake(&mut self, now: Instant, id: PeerId, ext: ExtHandshake) {
+    fn on_ext_handshake(&mut self, id: PeerId, ext: ExtHandshake) {
         let Some(live_id) = ext.live_id else {
-            return self.close(id, "peer does not speak the live extension".into());
+            return self.close(id, DisconnectReason::NoLiveExtension);
         };
-        let p = self.peers.get_mut(&id).unwrap();
+        let p = self.peers.get_mut(id).unwrap();
         p.live_id = live_id;
         p.is_source = ext.role == Some(Role::Injector);
         p.is_seed = ext.role == Some(Role::Seed);
@@ -93,94 +124,77 @@ impl Swarm {
             let listen = SocketAddr::new(p.addr.ip(), port);
             p.listen_addr = Some(listen);
             p.trusted |= self.config.trusted.contains(&listen);
-            if self.banned_addrs.contains(&listen) {
-                return self.close(id, "banned peer".into());
+            if self.addrs.is_banned_addr(&listen) {
+                return self.close(id, DisconnectReason::Banned);
             }
         }
         p.phase = Phase::Active;
-        let listen = p.listen_addr;
-        if let Some(listen) = listen {
-            self.addrs.entry(listen).or_default().connected = true;
+        if let Some(listen) = p.listen_addr {
+            self.addrs.mark_connected(listen);
         }
         if self.config.role != Role::Injector {
-            let p = self.peers.get_mut(&id).unwrap();
             wire::encode(&Message::Interested, 0, &mut p.outbox);
         }
         // Tell the new peer what we hold (the injector only what it has let go of).
         let entries: Vec<HaveEntry> = self
             .store
             .iter()
-            .filter(|p| self.announceable(p, now))
+            .filter(|p| self.announceable(p))
             .map(have_entry)
             .collect();
         self.send_have(id, entries);
         self.rechoke_if_slot_free(id);
     }
 
-    pub(super) fn on_live(&mut self, now: Instant, id: PeerId, msg: LiveMessage) {
+    fn on_live(&mut self, id: PeerId, msg: LiveMessage) {
+        let now = self.now;
         match msg {
             LiveMessage::Have {
                 window_start,
                 entries,
             } => {
-                let p = self.peers.get_mut(&id).unwrap();
+                let p = self.peers.get_mut(id).unwrap();
                 p.set_window_start(window_start);
                 for e in &entries {
                     p.learn_have(e.seq);
                 }
                 // The injector makes every piece: peers' claims teach it nothing.
-                if self.config.role != Role::Injector {
-                    let floor = self.window_floor();
-                    for e in entries.iter().filter(|e| e.seq >= floor) {
-                        self.known.learn(e, now);
+                if self.config.role == Role::Injector {
+                    return;
+                }
+                let floor = self.window_floor();
+                for e in entries.iter().filter(|e| e.seq >= floor) {
+                    self.known.learn(e, now);
+                    if !self.store.contains(e.seq) && !self.download.is_inflight(e.seq) {
+                        self.download.need_pick();
                     }
                 }
-                if self.config.role == Role::Seed {
-                    self.seed_backfill(&entries);
-                }
+                self.seed_backfill(&entries);
             }
-            LiveMessage::Request { seq } => {
-                let have = self.store.contains(seq);
-                if have && self.config.role == Role::Injector {
-                    self.asked.insert(seq);
-                }
-                let p = self.peers.get_mut(&id).unwrap();
-                if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
-                    send_live(p, LiveMessage::Reject { seq });
-                } else if !p.queue.iter().any(|(s, _)| *s == seq) {
-                    p.queue.push_back((seq, now));
-                }
-            }
-            LiveMessage::Cancel { seq } => {
-                self.peers
-                    .get_mut(&id)
-                    .unwrap()
-                    .queue
-                    .retain(|(s, _)| *s != seq);
-            }
+            LiveMessage::Request { seq } => self.on_request(id, seq),
+            LiveMessage::Cancel { seq } => self.on_cancel(id, seq),
             LiveMessage::Reject { seq } => {
-                let p = self.peers.get_mut(&id).unwrap();
+                let p = self.peers.get_mut(id).unwrap();
                 if let Some(sent) = p.requested.remove(&seq) {
                     // A refusal costs the requester the time it waited: count it as that slow.
-                    p.note_rtt(now.saturating_duration_since(sent).as_micros() as u64);
+                    p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64);
                     p.refuse(seq, now);
-                    if self.inflight.get(&seq) == Some(&id) {
-                        self.inflight.remove(&seq);
-                    }
+                    self.download.ended(seq, id);
                 }
             }
-            LiveMessage::Piece(piece) => self.on_piece(now, id, piece),
+            LiveMessage::Piece(piece) => self.on_piece(id, piece),
         }
     }
 
-    pub(super) fn on_piece(&mut self, now: Instant, id: PeerId, wire_bytes: Bytes) {
-        let p = self.peers.get_mut(&id).unwrap();
+    fn on_piece(&mut self, id: PeerId, wire_bytes: Bytes) {
+        let now = self.now;
         let header = match SignedPiece::check_structure(&wire_bytes, self.config.max_payload) {
             Ok(h) => h,
-            Err(e) => return self.ban(id, format!("malformed piece: {e}")),
+            Err(e) => return self.ban(id, DisconnectReason::MalformedPiece(e)),
         };
+        let p = self.peers.get_mut(id).unwrap();
         match p.requested.remove(&header.seq) {
-            Some(sent) => p.note_rtt(now.saturating_duration_since(sent).as_micros() as u64),
+            Some(sent) => p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64),
             // Asked for, then given up on as too slow: still worth having if it is needed.
             None if p.refused.contains_key(&header.seq) => {}
             None => {
@@ -188,9 +202,7 @@ impl Swarm {
                 return; // never asked for: ignore it
             }
         }
-        if self.inflight.get(&header.seq) == Some(&id) {
-            self.inflight.remove(&header.seq);
-        }
+        self.download.ended(header.seq, id);
         if self.store.contains(header.seq) || header.seq < self.window_floor() {
             self.stats.duplicates += 1;
             return;
@@ -202,40 +214,63 @@ impl Swarm {
             self.config.max_payload,
         ) {
             Ok(piece) => piece,
-            Err(e) => {
+            Err(error) => {
                 self.stats.pieces_rejected += 1;
-                return self.ban(id, format!("bad piece {}: {e}", header.seq));
+                let seq = header.seq;
+                return self.ban(id, DisconnectReason::BadPiece { seq, error });
             }
         };
-        let p = self.peers.get_mut(&id).unwrap();
+        let p = self.peers.get_mut(id).unwrap();
         p.down_recent += header.payload_len as u64;
         self.stats.pieces_received += 1;
         self.stats.bytes_down += header.payload_len as u64;
-        self.accept_piece(now, piece);
+        self.accept_piece(piece);
     }
 
     /// A verified piece: store it, tell everyone who lacks it, drop duplicate requests.
-    pub(super) fn accept_piece(&mut self, now: Instant, piece: SignedPiece) {
+    fn accept_piece(&mut self, piece: SignedPiece) {
         let h = *piece.header();
-        self.known.confirm(h.seq, h.timestamp_us, h.flags, now);
+        self.known.confirm(h.seq, h.timestamp_us, h.flags, self.now);
         if h.end_of_stream() {
             self.eos_seq = Some(h.seq);
         }
         let entry = have_entry(&piece);
         self.store.insert(piece);
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for pid in ids {
-            let p = self.peers.get_mut(&pid).unwrap();
+        let mut tell = Vec::new();
+        for (pid, p) in self.peers.iter_mut() {
             if p.requested.remove(&h.seq).is_some() {
                 send_live(p, LiveMessage::Cancel { seq: h.seq });
             }
             if p.is_active() && !p.haves.contains(&h.seq) {
-                self.send_have(pid, vec![entry]);
+                tell.push(pid);
             }
         }
-        self.inflight.remove(&h.seq);
+        for pid in tell {
+            self.send_have(pid, vec![entry]);
+        }
+        self.download.done(h.seq);
         self.evict();
     }
 
-    // ----- the periodic work, run after every event ---------------------------------------
+    /// Injector: a piece it just cut and signed.
+    pub(super) fn add_local_piece(&mut self, piece: SignedPiece) {
+        let h = *piece.header();
+        self.stats.pieces_emitted += 1;
+        self.known.made(h.seq, h.timestamp_us, h.flags, self.now);
+        if h.end_of_stream() {
+            self.eos_seq = Some(h.seq);
+        }
+        self.store.insert(piece);
+        self.evict();
+        // Feed one peer at once, preferring trusted seedboxes, then seedboxes; the rest hear
+        // about the piece after SOURCE_HOLD, from the swarm or from us.
+        if let Some(target) = self.fanout_target() {
+            let entry = HaveEntry {
+                seq: h.seq,
+                timestamp_us: h.timestamp_us,
+                flags: h.flags,
+            };
+            self.send_have(target, vec![entry]);
+        }
+    }
 }

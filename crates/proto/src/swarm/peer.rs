@@ -1,8 +1,12 @@
-//! Per-connection state kept by the swarm core.
+//! The peer table: per-connection state, and which connections an event touched.
+//!
+//! Every mutable access marks the peer touched; after the event the core flushes the
+//! outboxes and re-files the deadlines of just those peers, so the work after an event is
+//! proportional to what it changed, not to the number of connections.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -41,8 +45,8 @@ pub struct Peer {
     pub window_start: u64,
     /// Pieces we told this peer we hold.
     pub told: BTreeSet<u64>,
-    /// Our requests to this peer and when we sent them.
-    pub requested: BTreeMap<u64, Instant>,
+    /// Our requests to this peer: when we sent each and when we give up on it.
+    pub requested: BTreeMap<u64, Sent>,
     /// Pieces this peer failed to deliver in time (or rejected), and until when it is not
     /// asked for them again.
     pub refused: HashMap<u64, Instant>,
@@ -57,6 +61,18 @@ pub struct Peer {
     /// Smoothed request-to-piece time, microseconds.
     pub srtt_us: Option<u64>,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub at: Instant,
+    pub expires: Instant,
+}
+
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+/// A request we queued longer than this is refused, so the peer asks someone else in time.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a peer that failed a request is not asked for that piece again.
 pub const REFUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -133,10 +149,176 @@ impl Peer {
         self.refused.get(&seq).is_some_and(|&until| now < until)
     }
 
+    /// The next instant this connection needs attention: a handshake or idle timeout, a
+    /// keep-alive, a request to give up on, or a queued request waiting too long.
+    pub fn deadline(&self) -> Instant {
+        if !self.is_active() {
+            return self.connected_at + HANDSHAKE_TIMEOUT;
+        }
+        let mut t = (self.last_heard + IDLE_TIMEOUT).min(self.last_sent + KEEPALIVE);
+        if let Some(first) = self.requested.values().map(|s| s.expires).min() {
+            t = t.min(first);
+        }
+        if let Some((_, at)) = self.queue.front() {
+            t = t.min(*at + MAX_QUEUE_WAIT);
+        }
+        t
+    }
+
     pub fn note_rtt(&mut self, sample_us: u64) {
         self.srtt_us = Some(match self.srtt_us {
             None => sample_us,
             Some(s) => (s * 7 + sample_us) / 8,
         });
+    }
+}
+
+/// The connections of one node, ordered by id so that every decision is deterministic.
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    peers: BTreeMap<PeerId, Peer>,
+    next_id: PeerId,
+    /// Peers changed by the current event: their outbox and deadline need a look.
+    touched: BTreeSet<PeerId>,
+    /// Each peer's deadline, filed by time.
+    deadlines: BTreeSet<(Instant, PeerId)>,
+    filed: HashMap<PeerId, Instant>,
+}
+
+impl PeerTable {
+    pub fn insert(&mut self, peer: Peer) -> PeerId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.peers.insert(id, peer);
+        self.touched.insert(id);
+        id
+    }
+
+    pub fn remove(&mut self, id: PeerId) -> Option<Peer> {
+        if let Some(at) = self.filed.remove(&id) {
+            self.deadlines.remove(&(at, id));
+        }
+        self.touched.remove(&id);
+        self.peers.remove(&id)
+    }
+
+    pub fn get(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    /// The peer, marked touched.
+    pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        let p = self.peers.get_mut(&id)?;
+        self.touched.insert(id);
+        Some(p)
+    }
+
+    pub fn contains(&self, id: PeerId) -> bool {
+        self.peers.contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+        self.peers.iter().map(|(id, p)| (*id, p))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// Every peer, each marked touched: for the rare events that concern all of them.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (PeerId, &mut Peer)> {
+        self.touched.extend(self.peers.keys().copied());
+        self.peers.iter_mut().map(|(id, p)| (*id, p))
+    }
+
+    pub fn ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Read-only view for the picker and choker.
+    pub fn map(&self) -> &BTreeMap<PeerId, Peer> {
+        &self.peers
+    }
+
+    /// Peers whose deadline has come, earliest first.
+    pub fn due(&self, now: Instant) -> Vec<PeerId> {
+        self.deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The peers touched since the last call, in id order; their deadlines are re-filed.
+    pub fn take_touched(&mut self) -> Vec<PeerId> {
+        let touched = std::mem::take(&mut self.touched);
+        for &id in &touched {
+            let Some(p) = self.peers.get(&id) else {
+                continue;
+            };
+            let at = p.deadline();
+            if let Some(old) = self.filed.insert(id, at) {
+                self.deadlines.remove(&(old, id));
+            }
+            self.deadlines.insert((at, id));
+        }
+        touched.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_what_changed() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        let a = table.insert(Peer::new("10.0.0.1:1".parse().unwrap(), true, t0));
+        let b = table.insert(Peer::new("10.0.0.2:1".parse().unwrap(), false, t0));
+        assert_eq!(table.take_touched(), vec![a, b]);
+        assert_eq!(table.next_deadline(), Some(t0 + HANDSHAKE_TIMEOUT));
+        assert!(table.due(t0).is_empty());
+        assert_eq!(table.due(t0 + HANDSHAKE_TIMEOUT), vec![a, b]);
+
+        let p = table.get_mut(a).unwrap();
+        p.phase = Phase::Active;
+        p.requested.insert(
+            5,
+            Sent {
+                at: t0,
+                expires: t0 + Duration::from_millis(300),
+            },
+        );
+        assert_eq!(table.take_touched(), vec![a]);
+        assert_eq!(table.due(t0 + Duration::from_millis(300)), vec![a]);
+        assert!(table.take_touched().is_empty(), "reads touch nothing");
+
+        table.remove(a);
+        assert_eq!(table.due(t0 + HANDSHAKE_TIMEOUT), vec![b]);
+        let _ = table.iter_mut().count();
+        assert_eq!(table.take_touched(), vec![b]);
+    }
+
+    #[test]
+    fn an_active_peer_wakes_for_keepalive_and_queued_requests() {
+        let t0 = Instant::now();
+        let mut p = Peer::new("10.0.0.1:1".parse().unwrap(), true, t0);
+        p.phase = Phase::Active;
+        assert_eq!(p.deadline(), t0 + KEEPALIVE);
+        p.queue.push_back((9, t0 + Duration::from_secs(1)));
+        assert_eq!(p.deadline(), t0 + Duration::from_secs(1) + MAX_QUEUE_WAIT);
     }
 }

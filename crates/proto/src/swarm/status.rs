@@ -70,14 +70,18 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         .map(|p| p.seq())
         .or(s.known.newest().map(|(seq, _)| seq));
     let (state, ended) = state(s);
-    let playout = s.playout.as_ref();
+    let playout = s.role.playout();
+    let seed_from = match &s.role {
+        super::RoleState::Seed { from } => *from,
+        _ => None,
+    };
     SwarmStatus {
         role: s.config.role,
         state,
         infohash: s.config.info_hash.hex(),
         peers: s.peers.values().filter(|p| p.is_active()).count(),
         newest_seq: newest,
-        hook_seq: playout.and_then(|p| p.hook_seq()).or(s.seed_from),
+        hook_seq: playout.and_then(|p| p.hook_seq()).or(seed_from),
         output_seq: playout.and_then(|p| p.last_output.map(|(seq, _)| seq)),
         output_timestamp_us: playout.and_then(|p| p.last_output.map(|(_, ts)| ts)),
         pieces_received: c.pieces_received,
@@ -107,7 +111,7 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
 /// The node's state, and whether its stream has ended; cheap enough for every loop turn.
 pub(super) fn state(s: &Swarm) -> (State, bool) {
     let eos_held = s.eos_seq.is_some_and(|e| s.store.contains(e));
-    match (&s.playout, s.config.role) {
+    match (s.role.playout(), s.config.role) {
         (Some(p), _) => {
             let state = if p.ended {
                 State::Ended

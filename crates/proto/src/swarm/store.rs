@@ -168,6 +168,10 @@ impl Known {
         self.metas.iter().rev().map(|(s, m)| (*s, m))
     }
 
+    pub fn first_seq(&self) -> Option<u64> {
+        self.metas.keys().next().copied()
+    }
+
     pub fn forget_below(&mut self, seq: u64) {
         self.metas = self.metas.split_off(&seq);
     }

@@ -1,32 +1,109 @@
 //! Giving pieces: serving requests under the upload limit, choking, and what the injector
 //! announces to whom.
 
-use std::time::Instant;
-
+use super::ratelimit::TokenBucket;
 use super::*;
 
-impl Swarm {
-    /// Sends queued pieces, round-robin over peers, as the upload limit allows.
-    pub(super) fn serve_requests(&mut self, now: Instant) {
-        let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        ids.sort_unstable();
-        // Refuse what waited too long: the requester is better off asking elsewhere.
-        for &id in &ids {
-            let p = self.peers.get_mut(&id).unwrap();
-            while let Some(&(seq, at)) = p.queue.front() {
-                if now < at + MAX_QUEUE_WAIT && self.store.contains(seq) {
-                    break;
-                }
-                p.queue.pop_front();
-                send_live(p, LiveMessage::Reject { seq });
-            }
+const OPTIMISTIC_EVERY: u32 = 3; // rechokes
+const MAX_QUEUE_PER_PEER: usize = 32;
+/// The injector tells everyone about a piece this long after it was made; before that only
+/// the peer it fed first knows, so the swarm, not the injector, carries the copies.
+const SOURCE_HOLD: Duration = Duration::from_millis(1000);
+/// How long the injector waits for the peer it fed first to ask for a new piece.
+const FANOUT_GRACE: Duration = Duration::from_millis(150);
+
+/// The uploader's own state: who has requests queued, the upload limit, the choker's turn.
+#[derive(Debug)]
+pub(super) struct Uploader {
+    bucket: Option<TokenBucket>,
+    /// Peers with requests queued, so serving looks at just those.
+    queued: BTreeSet<PeerId>,
+    /// Round-robin position among untrusted peers with queued requests.
+    serve_turn: usize,
+    rechokes: u32,
+    optimistic: Option<PeerId>,
+}
+
+impl Uploader {
+    pub fn new(config: &Config, now: Instant) -> Self {
+        let bucket = config.upload_limit.map(|rate| {
+            let piece = (config.max_payload as usize + crate::piece::OVERHEAD) as u64;
+            TokenBucket::new(rate, piece.max(rate / 10), now)
+        });
+        Uploader {
+            bucket,
+            queued: BTreeSet::new(),
+            serve_turn: 0,
+            rechokes: 0,
+            optimistic: None,
         }
-        if ids.is_empty() {
+    }
+
+    pub fn forget_peer(&mut self, id: PeerId) {
+        self.queued.remove(&id);
+        if self.optimistic == Some(id) {
+            self.optimistic = None;
+        }
+    }
+}
+
+impl Swarm {
+    /// A peer asks for a piece: queue it, or refuse at once.
+    pub(super) fn on_request(&mut self, id: PeerId, seq: u64) {
+        let have = self.store.contains(seq);
+        if have && let RoleState::Injector { asked, .. } = &mut self.role {
+            asked.insert(seq);
+        }
+        let now = self.now;
+        let p = self.peers.get_mut(id).unwrap();
+        if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
+            send_live(p, LiveMessage::Reject { seq });
+        } else if !p.queue.iter().any(|(s, _)| *s == seq) {
+            p.queue.push_back((seq, now));
+            self.upload.queued.insert(id);
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, id: PeerId, seq: u64) {
+        let p = self.peers.get_mut(id).unwrap();
+        p.queue.retain(|(s, _)| *s != seq);
+        if p.queue.is_empty() {
+            self.upload.queued.remove(&id);
+        }
+    }
+
+    /// Refuse what waited too long: the requester is better off asking elsewhere.
+    pub(super) fn expire_queue(&mut self, id: PeerId) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        while let Some(&(seq, at)) = p.queue.front() {
+            if now < at + peer::MAX_QUEUE_WAIT {
+                break;
+            }
+            p.queue.pop_front();
+            send_live(p, LiveMessage::Reject { seq });
+        }
+        if p.queue.is_empty() {
+            self.upload.queued.remove(&id);
+        }
+    }
+
+    /// Sends queued pieces, trusted seedboxes first (what they get, they pass on to many),
+    /// then round-robin, as the upload limit allows.
+    pub(super) fn serve_requests(&mut self) {
+        self.timers.set(Timer::Upload, None);
+        if self.upload.queued.is_empty() {
             return;
         }
-        // Trusted seedboxes are served first: what they get, they pass on to many.
-        ids.sort_by_key(|id| !self.peers[id].trusted);
-        let trusted = ids.iter().take_while(|id| self.peers[*id].trusted).count();
+        let now = self.now;
+        let mut ids: Vec<PeerId> = self.upload.queued.iter().copied().collect();
+        ids.sort_by_key(|id| !self.peers.get(*id).is_some_and(|p| p.trusted));
+        let trusted = ids
+            .iter()
+            .take_while(|id| self.peers.get(**id).is_some_and(|p| p.trusted))
+            .count();
         loop {
             let mut sent_any = false;
             for i in 0..ids.len() {
@@ -34,28 +111,41 @@ impl Swarm {
                     ids[i]
                 } else {
                     let others = ids.len() - trusted;
-                    ids[trusted + (self.serve_turn + i - trusted) % others]
+                    ids[trusted + (self.upload.serve_turn + i - trusted) % others]
                 };
-                let p = self.peers.get_mut(&id).unwrap();
+                let Some(p) = self.peers.get_mut(id) else {
+                    continue;
+                };
                 let Some(&(seq, _)) = p.queue.front() else {
+                    self.upload.queued.remove(&id);
                     continue;
                 };
                 let Some(piece) = self.store.get(seq) else {
+                    // Gone from the window since it was asked for.
+                    p.queue.pop_front();
+                    send_live(p, LiveMessage::Reject { seq });
+                    sent_any = true;
                     continue;
                 };
                 let len = piece.header().payload_len as u64;
-                if let Some(bucket) = &mut self.bucket
+                if let Some(bucket) = &mut self.upload.bucket
                     && !bucket.try_take(len, now)
                 {
+                    self.timers
+                        .set(Timer::Upload, Some(bucket.ready_at(len, now)));
                     return;
                 }
                 p.queue.pop_front();
+                if p.queue.is_empty() {
+                    self.upload.queued.remove(&id);
+                }
                 p.up_recent += len;
                 send_live(p, LiveMessage::Piece(piece.wire().clone()));
                 self.stats.bytes_up += len;
                 self.stats.pieces_sent += 1;
                 if i >= trusted {
-                    self.serve_turn = (self.serve_turn + i - trusted + 1) % (ids.len() - trusted);
+                    let others = ids.len() - trusted;
+                    self.upload.serve_turn = (self.upload.serve_turn + i - trusted + 1) % others;
                 }
                 sent_any = true;
                 break;
@@ -66,25 +156,25 @@ impl Swarm {
         }
     }
 
-    pub(super) fn rechoke(&mut self, now: Instant) {
-        self.next_rechoke = now + RECHOKE;
-        self.rechokes += 1;
-        if self.rechokes % OPTIMISTIC_EVERY == 1 || self.optimistic.is_none() {
+    pub(super) fn rechoke(&mut self) {
+        let up = &mut self.upload;
+        up.rechokes += 1;
+        if up.rechokes % OPTIMISTIC_EVERY == 1 || up.optimistic.is_none() {
             let candidates: Vec<PeerId> = self
                 .peers
                 .iter()
                 .filter(|(_, p)| p.is_active() && p.peer_interested && p.am_choking)
-                .map(|(&id, _)| id)
+                .map(|(id, _)| id)
                 .collect();
             if !candidates.is_empty() {
                 use rand::Rng;
-                self.optimistic = Some(candidates[self.rng.random_range(0..candidates.len())]);
+                up.optimistic = Some(candidates[self.rng.random_range(0..candidates.len())]);
             }
         }
         let chosen =
-            choker::choose_unchoked(&self.peers, self.config.upload_slots, self.optimistic);
+            choker::choose_unchoked(self.peers.map(), self.config.upload_slots, up.optimistic);
         for (id, p) in self.peers.iter_mut() {
-            let unchoke = chosen.contains(id);
+            let unchoke = chosen.contains(&id);
             if unchoke == p.am_choking && p.is_active() {
                 p.am_choking = !unchoke;
                 let msg = if unchoke {
@@ -95,6 +185,7 @@ impl Swarm {
                 wire::encode(&msg, 0, &mut p.outbox);
                 if !unchoke {
                     p.queue.clear(); // BEP 3: choking discards the peer's requests
+                    up.queued.remove(&id);
                 }
             }
             p.down_recent = 0;
@@ -106,7 +197,7 @@ impl Swarm {
     /// for the next rechoke.
     pub(super) fn rechoke_if_slot_free(&mut self, id: PeerId) {
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-        let p = self.peers.get_mut(&id).unwrap();
+        let p = self.peers.get_mut(id).unwrap();
         if p.is_active()
             && p.am_choking
             && (p.trusted || (p.peer_interested && unchoked < self.config.upload_slots))
@@ -120,33 +211,34 @@ impl Swarm {
     /// making a piece, so that the swarm, not the injector, carries the copies.
     /// If the peer it fed first has not even asked for the piece after FANOUT_GRACE (it left,
     /// or it keeps what it is given to itself), everyone hears of it then.
-    pub(super) fn announceable(&self, piece: &SignedPiece, now: Instant) -> bool {
-        if self.config.role != Role::Injector {
+    pub(super) fn announceable(&self, piece: &SignedPiece) -> bool {
+        let RoleState::Injector { asked, .. } = &self.role else {
             return true;
-        }
-        let hold = if self.asked.contains(&piece.seq()) {
+        };
+        let hold = if asked.contains(&piece.seq()) {
             SOURCE_HOLD
         } else {
             FANOUT_GRACE
         };
         self.known
             .get(piece.seq())
-            .is_some_and(|m| now >= m.first_heard + hold)
+            .is_some_and(|m| self.now >= m.first_heard + hold)
     }
 
     /// Injector: tell every peer about pieces it has held for SOURCE_HOLD, so nobody misses a
     /// piece the swarm failed to spread.
-    pub(super) fn announce_held(&mut self, now: Instant) {
-        self.next_announce = now + ANNOUNCE_TICK;
+    pub(super) fn announce_held(&mut self) {
         let ready: Vec<HaveEntry> = self
             .store
             .iter()
-            .filter(|p| self.announceable(p, now))
+            .filter(|p| self.announceable(p))
             .map(have_entry)
             .collect();
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in ids {
-            let p = &self.peers[&id];
+        if ready.is_empty() {
+            return;
+        }
+        for id in self.peers.ids() {
+            let p = self.peers.get(id).unwrap();
             if !p.is_active() {
                 continue;
             }
@@ -161,42 +253,45 @@ impl Swarm {
         }
     }
 
+    /// Injector: the peer to feed a new piece first. Trusted seedboxes, else seedboxes, else
+    /// anyone unchoked, in turn.
     pub(super) fn fanout_target(&mut self) -> Option<PeerId> {
-        let mut active: Vec<(&PeerId, &Peer)> = self
+        let RoleState::Injector { fanout_turn, .. } = &mut self.role else {
+            return None;
+        };
+        let active: Vec<(PeerId, &Peer)> = self
             .peers
             .iter()
             .filter(|(_, p)| p.is_active() && !p.am_choking)
             .collect();
-        active.sort_by_key(|(id, _)| **id);
         let class: Vec<PeerId> = if active.iter().any(|(_, p)| p.trusted) {
             active
                 .iter()
                 .filter(|(_, p)| p.trusted)
-                .map(|(id, _)| **id)
+                .map(|(id, _)| *id)
                 .collect()
         } else if active.iter().any(|(_, p)| p.is_seed) {
             active
                 .iter()
                 .filter(|(_, p)| p.is_seed)
-                .map(|(id, _)| **id)
+                .map(|(id, _)| *id)
                 .collect()
         } else {
-            active.iter().map(|(id, _)| **id).collect()
+            active.iter().map(|(id, _)| *id).collect()
         };
         if class.is_empty() {
             return None;
         }
-        self.fanout_turn = self.fanout_turn.wrapping_add(1);
-        Some(class[self.fanout_turn % class.len()])
+        *fanout_turn = fanout_turn.wrapping_add(1);
+        Some(class[*fanout_turn % class.len()])
     }
 
     pub(super) fn send_have(&mut self, id: PeerId, mut entries: Vec<HaveEntry>) {
         let window_start = self.store.first_seq().unwrap_or(0);
-        let p = self.peers.get_mut(&id).unwrap();
-        entries.retain(|e| p.told.insert(e.seq));
-        if entries.is_empty() {
+        let Some(p) = self.peers.get_mut(id) else {
             return;
-        }
+        };
+        entries.retain(|e| p.told.insert(e.seq));
         for chunk in entries.chunks(wire::MAX_HAVE_ENTRIES) {
             send_live(
                 p,
