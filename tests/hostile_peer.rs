@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use common::{final_status, nordlys};
 use ed25519_dalek::SigningKey;
 use nordlys::piece::{PieceHeader, SignedPiece};
-use nordlys::swarm::wire::{self, ExtHandshake, Handshake, LiveMessage, Message};
+use nordlys::swarm::wire::{self, ExtHandshake, Handshake, LiveMessage, Message, Role};
 use nordlys::test_media::{Spec, ts_file};
 use nordlys::torrent::{InfoHash, LiveTorrent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,7 +45,7 @@ async fn greet(s: &mut TcpStream, ih: &InfoHash, id: u8, role: &str) -> Option<B
     let ext = ExtHandshake {
         live_id: Some(wire::OUR_LIVE_ID),
         listen_port: None,
-        role: Some(role.into()),
+        role: Role::from_name(role.as_bytes()),
         client: None,
     };
     wire::encode(&Message::ExtHandshake(ext), 0, &mut out);

@@ -72,10 +72,11 @@ impl Swarm {
         let RoleState::Seed { from } = &mut self.role else {
             return;
         };
-        let Some((_, newest)) = self.known.newest() else {
+        let newest = self.known.newest().map(|(_, m)| m.timestamp_us);
+        let Some(newest) = entries.iter().map(|e| e.timestamp_us).chain(newest).max() else {
             return;
         };
-        let floor_ts = newest.timestamp_us.saturating_sub(SEED_BACKFILL_US);
+        let floor_ts = newest.saturating_sub(SEED_BACKFILL_US);
         for e in entries {
             if e.timestamp_us >= floor_ts
                 && !self.store.contains(e.seq)
@@ -92,9 +93,17 @@ impl Swarm {
             RoleState::Injector { .. } => None,
             RoleState::Seed { from } => {
                 // Skip the run of pieces already held, so the picker's bounded scan always
-                // looks at what is still missing.
-                let mut f = (*from)?.max(self.store.first_seq().unwrap_or(0));
-                while self.store.contains(f) {
+                // looks at what is still missing; below what we hold, skip what is unknown
+                // or too old to backfill.
+                let first = self.store.first_seq().unwrap_or(0);
+                let newest_ts = self.known.newest().map_or(0, |(_, m)| m.timestamp_us);
+                let worth = |seq: u64| {
+                    self.known
+                        .get(seq)
+                        .is_some_and(|m| m.timestamp_us + SEED_BACKFILL_US >= newest_ts)
+                };
+                let mut f = (*from)?;
+                while self.store.contains(f) || (f < first && !worth(f)) {
                     f += 1;
                 }
                 *from = Some(f);

@@ -162,6 +162,8 @@ impl Swarm {
                 if self.config.role == Role::Injector {
                     return;
                 }
+                // First, so that a seed's older piece told late lowers the floor below.
+                self.seed_backfill(&entries);
                 let floor = self.window_floor();
                 for e in entries.iter().filter(|e| e.seq >= floor) {
                     self.known.learn(e, now);
@@ -169,7 +171,6 @@ impl Swarm {
                         self.download.need_pick();
                     }
                 }
-                self.seed_backfill(&entries);
             }
             LiveMessage::Request { seq } => self.on_request(id, seq),
             LiveMessage::Cancel { seq } => self.on_cancel(id, seq),

@@ -506,9 +506,11 @@ impl Swarm {
     /// The oldest sequence number still of interest to this node.
     fn window_floor(&self) -> u64 {
         let first = self.store.first_seq();
-        match self.role.playout() {
-            Some(p) => p.cursor().or(first).unwrap_or(0),
-            None => first.unwrap_or(0),
+        match &self.role {
+            RoleState::Receiver(p) => p.cursor().or(first).unwrap_or(0),
+            // A seed fetches from its backfill start, which may be below what it holds.
+            RoleState::Seed { from } => first.min(*from).or(first).unwrap_or(0),
+            RoleState::Injector { .. } => first.unwrap_or(0),
         }
     }
 

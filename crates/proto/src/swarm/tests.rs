@@ -1,1 +1,466 @@
+//! Tests of the core through its contract: a scripted raw-wire peer (the test writes every
+//! byte the remote sends and reads every byte the core answers), and [`Pair`], two cores
+//! joined in memory (as quinn-proto's tests do), with virtual time.
 
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ed25519_dalek::SigningKey;
+
+use super::*;
+use crate::piece::{FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
+use crate::wire::{Handshake, Message};
+
+const PAYLOAD: usize = 188 * 4;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[9; 32])
+}
+
+fn info_hash() -> InfoHash {
+    InfoHash([3; 20])
+}
+
+fn config(role: Role, n: u8) -> Config {
+    let mut c = Config::new(role, info_hash(), key().verifying_key());
+    c.max_payload = PAYLOAD as u32;
+    c.peer_id = [b'a' + n; 20];
+    c.listen_port = Some(6881);
+    c.self_addrs = vec![addr(n, 6881)];
+    c.rng_seed = n as u64;
+    c
+}
+
+fn addr(host: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, host], port))
+}
+
+fn piece(seq: u64, key: &SigningKey) -> SignedPiece {
+    let header = PieceHeader {
+        seq,
+        epoch: 1,
+        timestamp_us: 1_000_000 + seq * 40_000,
+        flags: if seq.is_multiple_of(10) { FLAG_RANDOM_ACCESS } else { 0 },
+        payload_len: 0,
+    };
+    SignedPiece::sign(key, &info_hash(), header, &[0x47; PAYLOAD])
+}
+
+fn drain(s: &mut Swarm) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+/// What the core sent one connection, decoded.
+#[derive(Default)]
+struct Heard {
+    handshake: Option<Handshake>,
+    messages: Vec<Message>,
+    disconnected: Option<DisconnectReason>,
+    buf: BytesMut,
+}
+
+impl Heard {
+    fn take(&mut self, outputs: &[Output], peer: PeerId) {
+        for out in outputs {
+            match out {
+                Output::Transmit { peer: p, data } if *p == peer => {
+                    self.buf.extend_from_slice(data)
+                }
+                Output::Disconnect { peer: p, reason } if *p == peer => {
+                    self.disconnected = Some(reason.clone())
+                }
+                _ => {}
+            }
+        }
+        if self.handshake.is_none() && self.buf.len() >= wire::HANDSHAKE_LEN {
+            self.handshake = Some(Handshake::decode(&self.buf).unwrap());
+            let _ = self.buf.split_to(wire::HANDSHAKE_LEN);
+        }
+        while let Ok(n) = wire::frame_len(&self.buf, 1 << 20) {
+            let frame = self.buf.split_to(n).freeze();
+            self.messages.push(wire::decode_frame(&frame).unwrap());
+        }
+    }
+
+    fn requests(&self) -> Vec<u64> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Live(LiveMessage::Request { seq }) => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A remote peer whose every byte the test writes.
+struct RawPeer {
+    id: PeerId,
+    heard: Heard,
+}
+
+impl RawPeer {
+    fn connect(s: &mut Swarm, now: Instant, from: SocketAddr) -> RawPeer {
+        let id = s.accept(now, from, Direction::Inbound).unwrap();
+        let mut heard = Heard::default();
+        heard.take(&drain(s), id);
+        RawPeer { id, heard }
+    }
+
+    fn send(&mut self, s: &mut Swarm, now: Instant, bytes: &[u8]) {
+        s.handle(now, Input::Data(self.id, bytes));
+        self.heard.take(&drain(s), self.id);
+    }
+
+    fn send_msg(&mut self, s: &mut Swarm, now: Instant, msg: Message) {
+        let mut buf = BytesMut::new();
+        wire::encode(&msg, wire::OUR_LIVE_ID, &mut buf);
+        self.send(s, now, &buf);
+    }
+
+    /// The BitTorrent handshake, then the BEP 10 one, as our own client sends them.
+    fn handshake(&mut self, s: &mut Swarm, now: Instant, peer_id: [u8; 20], role: Role) {
+        let hs = Handshake {
+            extensions: true,
+            info_hash: info_hash().0,
+            peer_id,
+        };
+        self.send(s, now, &hs.encode());
+        let ext = ExtHandshake {
+            live_id: Some(wire::OUR_LIVE_ID),
+            listen_port: Some(6881),
+            role: Some(role),
+            client: Some("raw".into()),
+        };
+        self.send_msg(s, now, Message::ExtHandshake(ext));
+    }
+
+    fn have(&mut self, s: &mut Swarm, now: Instant, seqs: impl IntoIterator<Item = u64>) {
+        let entries = seqs
+            .into_iter()
+            .map(|seq| have_entry(&piece(seq, &key())))
+            .collect();
+        let have = LiveMessage::Have {
+            window_start: 0,
+            entries,
+        };
+        self.send_msg(s, now, Message::Live(have));
+    }
+}
+
+#[test]
+fn inbound_connections_beyond_max_peers_are_refused() {
+    let t0 = Instant::now();
+    let mut c = config(Role::Seed, 0);
+    c.max_peers = 2;
+    let mut s = Swarm::new(c, t0);
+    assert!(s.accept(t0, addr(1, 5000), Direction::Inbound).is_ok());
+    assert!(s.accept(t0, addr(2, 5000), Direction::Inbound).is_ok());
+    assert_eq!(
+        s.accept(t0, addr(3, 5000), Direction::Inbound),
+        Err(Refusal::Full)
+    );
+    // A refused connection leaves nothing behind.
+    assert_eq!(s.peers.len(), 2);
+}
+
+#[test]
+fn failed_dials_are_retried_after_a_growing_backoff() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Receiver, 0), t0);
+    let target = addr(1, 6881);
+    s.handle(t0, Input::PeerAddrs(vec![target]));
+    let dials = |outs: Vec<Output>| {
+        outs.iter()
+            .filter(|o| **o == Output::Connect(target))
+            .count()
+    };
+    assert_eq!(dials(drain(&mut s)), 1);
+    let mut now = t0;
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        s.handle(now, Input::ConnectFailed(target));
+        assert_eq!(dials(drain(&mut s)), 0, "not at once");
+        // Step through the timers until the core dials again.
+        let failed_at = now;
+        loop {
+            now = s.poll_timeout().unwrap();
+            s.handle(now, Input::Timeout);
+            if dials(drain(&mut s)) == 1 {
+                break;
+            }
+            assert!(now - failed_at < Duration::from_secs(60));
+        }
+        waits.push(now - failed_at);
+    }
+    assert_eq!(
+        waits,
+        [2, 4, 8].map(Duration::from_secs).to_vec(),
+        "the backoff doubles"
+    );
+}
+
+#[test]
+fn the_address_book_is_bounded() {
+    let t0 = Instant::now();
+    let mut c = config(Role::Receiver, 0);
+    c.max_peers = 5000;
+    let mut s = Swarm::new(c, t0);
+    let many: Vec<SocketAddr> = (0..3000u32)
+        .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 6881)))
+        .collect();
+    s.handle(t0, Input::PeerAddrs(many));
+    let dials = drain(&mut s)
+        .iter()
+        .filter(|o| matches!(o, Output::Connect(_)))
+        .count();
+    assert_eq!(dials, MAX_ADDRS);
+}
+
+#[test]
+fn a_peer_sending_a_forged_piece_is_banned_by_address_and_id() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut raw = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    assert_eq!(raw.heard.handshake.as_ref().unwrap().peer_id, [b'a'; 20]);
+    let evil_id = [b'z'; 20];
+    raw.handshake(&mut s, t0, evil_id, Role::Seed);
+    raw.send_msg(&mut s, t0, Message::Unchoke);
+    raw.have(&mut s, t0, [10]);
+    assert_eq!(
+        raw.heard.requests(),
+        vec![10],
+        "the seed asks for what it lacks"
+    );
+
+    let forged = piece(10, &SigningKey::from_bytes(&[66; 32]));
+    raw.send_msg(
+        &mut s,
+        t0,
+        Message::Live(LiveMessage::Piece(forged.wire().clone())),
+    );
+    assert!(
+        matches!(
+            raw.heard.disconnected,
+            Some(DisconnectReason::BadPiece { seq: 10, .. })
+        ),
+        "{:?}",
+        raw.heard.disconnected
+    );
+    s.handle(t0, Input::Closed(raw.id));
+    assert_eq!(s.status(t0).peers_banned, 1);
+
+    // The same id from the same host is refused at the handshake; from another host it is
+    // someone else's claim and accepted.
+    let mut again = RawPeer::connect(&mut s, t0, addr(1, 40001));
+    again.handshake(&mut s, t0, evil_id, Role::Seed);
+    assert_eq!(again.heard.disconnected, Some(DisconnectReason::Banned));
+    let mut other = RawPeer::connect(&mut s, t0, addr(2, 40000));
+    other.handshake(&mut s, t0, evil_id, Role::Seed);
+    assert_eq!(other.heard.disconnected, None);
+
+    // Its listen address is never dialled.
+    s.handle(t0, Input::PeerAddrs(vec![addr(1, 6881)]));
+    assert!(!drain(&mut s).contains(&Output::Connect(addr(1, 6881))));
+}
+
+#[test]
+fn reading_a_have_for_a_piece_already_asked_for_does_not_rerun_the_picker() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut raws: Vec<RawPeer> = (1..=3)
+        .map(|i| {
+            let mut r = RawPeer::connect(&mut s, t0, addr(i, 40000));
+            r.handshake(&mut s, t0, [b'k' + i; 20], Role::Seed);
+            r.send_msg(&mut s, t0, Message::Unchoke);
+            r
+        })
+        .collect();
+    raws[0].have(&mut s, t0, [10]);
+    assert!(s.download.is_inflight(10));
+    assert!(!s.download.wants_pick());
+    raws[1].have(&mut s, t0, [10]);
+    let asked: usize = raws.iter().map(|r| r.heard.requests().len()).sum();
+    assert_eq!(asked, 1, "one request for one piece");
+    raws[2].have(&mut s, t0, [11]);
+    assert!(s.download.is_inflight(11), "a new piece is picked at once");
+}
+
+/// Two cores joined in memory: what one transmits, the other reads `one_way` later.
+struct Pair {
+    a: Swarm,
+    b: Swarm,
+    now: Instant,
+    one_way: Duration,
+    /// (arrival, to b?, connection id at the receiver, bytes)
+    wire: Vec<(Instant, bool, PeerId, Bytes)>,
+    /// Connection ids: a's id for the link -> b's id, and back.
+    links: Vec<(PeerId, PeerId)>,
+    /// (by a?, the connection's id there, why)
+    disconnects: Vec<(bool, PeerId, DisconnectReason)>,
+}
+
+impl Pair {
+    fn new(a: Config, b: Config) -> Pair {
+        let now = Instant::now();
+        Pair {
+            a: Swarm::new(a, now),
+            b: Swarm::new(b, now),
+            now,
+            one_way: Duration::from_millis(5),
+            wire: Vec::new(),
+            links: Vec::new(),
+            disconnects: Vec::new(),
+        }
+    }
+
+    /// `a` dials `b` (or `b` dials `a`); both take the connection.
+    fn connect(&mut self, a_dials: bool) {
+        let (ap, bp) = (addr(1, 6881), addr(2, 6881));
+        let (a_dir, b_dir) = if a_dials {
+            (Direction::Outbound, Direction::Inbound)
+        } else {
+            (Direction::Inbound, Direction::Outbound)
+        };
+        let ia = self.a.accept(self.now, bp, a_dir).unwrap();
+        let ib = self.b.accept(self.now, ap, b_dir).unwrap();
+        self.links.push((ia, ib));
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        for from_a in [true, false] {
+            let s = if from_a { &mut self.a } else { &mut self.b };
+            for out in drain(s) {
+                match out {
+                    Output::Transmit { peer, data } => {
+                        let to = self
+                            .links
+                            .iter()
+                            .find(|(ia, ib)| if from_a { *ia == peer } else { *ib == peer });
+                        if let Some(&(ia, ib)) = to {
+                            let remote = if from_a { ib } else { ia };
+                            let at = self.now + self.one_way;
+                            self.wire.push((at, from_a, remote, data));
+                        }
+                    }
+                    Output::Disconnect { peer, reason } => {
+                        self.disconnects.push((from_a, peer, reason))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Runs until `until`: bytes arrive in order, timers fire when nothing arrives sooner.
+    fn run(&mut self, until: Instant) {
+        loop {
+            self.wire.sort_by_key(|(at, ..)| *at);
+            let timer = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let next_byte = self.wire.first().map(|(at, ..)| *at);
+            let next = match (next_byte, timer) {
+                (Some(b), Some(t)) => b.min(t),
+                (b, t) => b.or(t).unwrap_or(until),
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next;
+            if next_byte == Some(next) {
+                let (_, to_b, conn, data) = self.wire.remove(0);
+                let s = if to_b { &mut self.b } else { &mut self.a };
+                s.handle(next, Input::Data(conn, &data));
+            } else {
+                self.a.handle(next, Input::Timeout);
+                self.b.handle(next, Input::Timeout);
+            }
+            self.collect();
+        }
+    }
+}
+
+#[test]
+fn pair_a_seed_fetches_what_the_injector_lets_go() {
+    let mut pair = Pair::new(config(Role::Injector, 1), config(Role::Seed, 2));
+    pair.connect(false);
+    let start = pair.now;
+    for seq in 1..=20 {
+        pair.a
+            .handle(pair.now, Input::LocalPiece(piece(seq, &key())));
+        pair.collect();
+        let next = pair.now + Duration::from_millis(40);
+        pair.run(next);
+    }
+    pair.run(start + Duration::from_secs(3));
+    assert!(pair.disconnects.is_empty(), "{:?}", pair.disconnects);
+    let seed = pair.b.status(pair.now);
+    let missing: Vec<u64> = (1..=20).filter(|s| !pair.b.store.contains(*s)).collect();
+    assert_eq!(
+        missing,
+        Vec::<u64>::new(),
+        "a piece told late is fetched too"
+    );
+    assert_eq!(seed.pieces_received, 20);
+    assert_eq!(pair.a.stats.pieces_sent, 20);
+    assert_eq!(seed.pieces_rejected + seed.duplicates, 0);
+}
+
+#[test]
+fn pair_two_connections_between_the_same_peers_become_one() {
+    let mut pair = Pair::new(config(Role::Seed, 1), config(Role::Seed, 2));
+    // Both dial at once, as two peers that learn of each other from a tracker do.
+    pair.connect(true);
+    pair.connect(false);
+    let until = pair.now + Duration::from_secs(1);
+    pair.run(until);
+    let mut closed: Vec<(bool, PeerId)> = pair
+        .disconnects
+        .iter()
+        .filter(|(.., r)| *r == DisconnectReason::Duplicate)
+        .map(|(by_a, id, _)| (*by_a, *id))
+        .collect();
+    closed.sort();
+    // Both sides close the same one of the two: the one the peer with the larger id (b)
+    // opened, the second.
+    let (a_second, b_second) = pair.links[1];
+    assert_eq!(
+        closed,
+        vec![(false, b_second), (true, a_second)],
+        "{:?}",
+        pair.disconnects
+    );
+    assert_eq!(pair.a.status(pair.now).peers, 1);
+    assert_eq!(pair.b.status(pair.now).peers, 1);
+}
+
+#[test]
+fn pair_a_silent_connection_is_kept_alive_and_a_dead_one_times_out() {
+    let mut pair = Pair::new(config(Role::Seed, 1), config(Role::Seed, 2));
+    pair.connect(true);
+    let until = pair.now + peer::IDLE_TIMEOUT * 2;
+    pair.run(until);
+    assert!(
+        pair.disconnects.is_empty(),
+        "keep-alives hold it: {:?}",
+        pair.disconnects
+    );
+
+    // A connection whose peer never completes the handshake is closed after the timeout.
+    let t = pair.now;
+    let id = pair.a.accept(t, addr(9, 1), Direction::Inbound).unwrap();
+    drain(&mut pair.a);
+    let deadline = pair.a.poll_timeout().unwrap();
+    assert!(deadline <= t + peer::HANDSHAKE_TIMEOUT);
+    pair.a.handle(t + peer::HANDSHAKE_TIMEOUT, Input::Timeout);
+    let outs = drain(&mut pair.a);
+    assert!(outs.contains(&Output::Disconnect {
+        peer: id,
+        reason: DisconnectReason::HandshakeTimeout
+    }));
+}
