@@ -1,10 +1,11 @@
 //! The tokio driver: runs one [`Swarm`] core on real TCP.
 //!
 //! One task owns the core; nothing else touches it, so there are no locks. Each connection
-//! has a reader task (bytes in, with back-pressure through a bounded channel) and a writer
-//! task (bytes out through a bounded queue; a peer that cannot keep up is disconnected rather
-//! than buffered without limit). The loop feeds the core `(now, event)`, carries out its
-//! outputs, and sleeps until `poll_timeout`.
+//! has a reader and a writer task (see [`conn`]). The [`Driver`] feeds the core `(now, input)`,
+//! carries out its outputs, and sleeps until `poll_timeout`. Its select is fair (no branch
+//! is polled first every time), so peer traffic cannot starve the source input or timers.
+
+mod conn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,21 +14,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::piece::{FLAG_END_OF_STREAM, FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
-use crate::source::packetizer::{Packetizer, RawPiece};
-use crate::swarm::{Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus};
+use crate::inject::Injector;
+use crate::piece::SignedPiece;
+use crate::swarm::{
+    Config, Delivery, Direction, Input, Output, PeerId, Role, State, Swarm, SwarmStatus,
+};
 use crate::torrent::LiveTorrent;
+use conn::Conn;
 
-/// Writes queued for one peer's socket at most (each a flush of the core's outbox, so a few
-/// pieces at most: requests per peer are bounded); beyond it the peer is too slow and is
-/// disconnected.
-const WRITE_QUEUE: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const READ_CHUNK: usize = 64 * 1024;
 /// How often subscribers (LEDs, slate) get a fresh status.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
@@ -80,6 +78,7 @@ pub struct NodeHandles {
     pub status: watch::Receiver<Option<NodeStatus>>,
 }
 
+/// What the socket tasks tell the driver.
 enum Event {
     Inbound(TcpStream, SocketAddr),
     Connected(SocketAddr, TcpStream),
@@ -87,17 +86,6 @@ enum Event {
     Data(PeerId, Bytes),
     Closed(PeerId),
 }
-
-struct Conn {
-    tx: mpsc::Sender<Bytes>,
-    /// Bytes handed to the writer and not yet written.
-    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-/// Bytes queued for one peer's socket at most; a peer that does not read is disconnected
-/// before it can make us hold more.
-const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 pub fn wall_clock_us() -> u64 {
     SystemTime::now()
@@ -138,16 +126,7 @@ fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
     out
 }
 
-/// Runs a node until its stream ended and the linger time passed. Deliveries (receivers)
-/// go to `deliveries`; peer lists from trackers arrive on `discovered`.
-pub async fn run(
-    opts: NodeOptions,
-    mut injector: Option<InjectorInput>,
-    deliveries: Option<mpsc::Sender<Delivery>>,
-    mut discovered: mpsc::Receiver<Vec<SocketAddr>>,
-    ready: oneshot::Sender<NodeHandles>,
-) -> anyhow::Result<NodeStatus> {
-    let listen = opts.listener.local_addr()?;
+fn core_config(opts: &NodeOptions, listen: SocketAddr) -> Config {
     let mut config = Config::new(opts.role, opts.torrent.info_hash, opts.torrent.public_key);
     config.max_payload = opts.torrent.piece_length;
     config.window = Duration::from_secs(opts.torrent.window_secs as u64);
@@ -160,304 +139,320 @@ pub async fn run(
     config.max_peers = opts.max_peers;
     config.upload_slots = opts.upload_slots;
     config.rng_seed = u64::from_le_bytes(config.peer_id[12..20].try_into().unwrap());
-    // `startup_ms` counts from the process start the caller passes in.
-    let start = opts.started.min(Instant::now());
-    let mut swarm = Swarm::new(config, start);
-    swarm.handle(start, Input::PeerAddrs(opts.static_peers.clone()));
+    config
+}
 
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
-    let (status_req_tx, mut status_req_rx) = mpsc::channel::<oneshot::Sender<NodeStatus>>(16);
-    let (status_tx, status_rx) = watch::channel(None);
+/// Runs a node until its stream ended and the linger time passed. Deliveries (receivers)
+/// go to `deliveries`; peer lists from trackers arrive on `discovered`.
+pub async fn run(
+    opts: NodeOptions,
+    injector: Option<InjectorInput>,
+    deliveries: Option<mpsc::Sender<Delivery>>,
+    discovered: mpsc::Receiver<Vec<SocketAddr>>,
+    ready: oneshot::Sender<NodeHandles>,
+) -> anyhow::Result<NodeStatus> {
+    let (mut driver, listener) = Driver::new(opts, injector, deliveries)?;
+    let (status_req_tx, status_requests) = mpsc::channel(16);
     let _ = ready.send(NodeHandles {
         status_requests: status_req_tx,
-        status: status_rx,
+        status: driver.status_tx.subscribe(),
     });
-
-    // Accept loop.
-    let accept_tx = ev_tx.clone();
-    let listener = opts.listener;
-    let acceptor = tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, addr)) => {
-                    if accept_tx.send(Event::Inbound(stream, addr)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-
-    let mut conns: HashMap<PeerId, Conn> = HashMap::new();
-    let info_hash = opts.torrent.info_hash;
-    let max_payload = opts.torrent.piece_length as usize;
-    let mut packetizer = injector
-        .as_ref()
-        .map(|i| Packetizer::new(max_payload, i.flush_after));
-    // Sequence numbers start at the wall clock in milliseconds, so a restarted injector
-    // continues above its earlier run (at fewer than 1000 pieces a second).
-    let epoch = wall_clock_us() / 1000;
-    let mut next_seq = epoch;
-    let mut input_open = injector.is_some();
-    let mut ended_at: Option<Instant> = None;
-    let mut output_dropped = 0u64;
-    let mut next_status = start;
-    let mut last_state = None;
-
-    let sign = |key: &SigningKey, seq: u64, raw: RawPiece| {
-        let mut flags = 0;
-        if raw.random_access {
-            flags |= FLAG_RANDOM_ACCESS;
-        }
-        let header = PieceHeader {
-            seq,
-            epoch,
-            timestamp_us: raw.timestamp_us,
-            flags,
-            payload_len: 0,
-        };
-        SignedPiece::sign(key, &info_hash, header, &raw.payload)
-    };
-
-    loop {
-        let now = Instant::now();
-        // Carry out what the core asked for.
-        while let Some(out) = swarm.poll_output() {
-            match out {
-                Output::Transmit { peer, data } => {
-                    if let Some(conn) = conns.get(&peer)
-                        && !conn.send(data)
-                    {
-                        tracing::info!(peer, "peer cannot keep up with what we send; closing");
-                        if let Some(c) = conns.remove(&peer) {
-                            c.reader.abort();
-                        }
-                        swarm.handle(now, Input::Closed(peer));
-                    }
-                }
-                Output::Connect(addr) => {
-                    let tx = ev_tx.clone();
-                    tokio::spawn(async move {
-                        let ev =
-                            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                                .await
-                            {
-                                Ok(Ok(stream)) => Event::Connected(addr, stream),
-                                _ => Event::ConnectFailed(addr),
-                            };
-                        let _ = tx.send(ev).await;
-                    });
-                }
-                Output::Disconnect { peer, reason } => {
-                    tracing::info!(peer, %reason, "closing connection");
-                    if let Some(c) = conns.remove(&peer) {
-                        c.reader.abort();
-                        // Dropping the sender lets the writer flush what is queued, then close.
-                    }
-                }
-                Output::Deliver(d) => {
-                    if matches!(d, Delivery::End) {
-                        ended_at.get_or_insert(now);
-                    }
-                    if let Some(tx) = &deliveries
-                        && tx.try_send(d).is_err()
-                    {
-                        output_dropped += 1;
-                    }
-                }
-            }
-        }
-        let status_now = |swarm: &Swarm, packetizer: &Option<Packetizer>| {
-            node_status(swarm, packetizer.as_ref(), output_dropped, listen)
-        };
-        // Publish status periodically and on state changes.
-        {
-            let (state, ended) = swarm.state();
-            if now >= next_status || Some(state) != last_state {
-                last_state = Some(state);
-                next_status = now + STATUS_EVERY;
-                status_tx.send_replace(Some(status_now(&swarm, &packetizer)));
-            }
-            if ended {
-                ended_at.get_or_insert(now);
-            }
-        }
-        if let Some(at) = ended_at
-            && now >= at + opts.linger
-        {
-            break;
-        }
-
-        let mut wake = swarm.poll_timeout().unwrap_or(now + Duration::from_secs(1));
-        if let Some(t) = packetizer.as_ref().and_then(|p| p.poll_timeout()) {
-            wake = wake.min(t);
-        }
-        if let Some(at) = ended_at {
-            wake = wake.min(at + opts.linger);
-        }
-        wake = wake.min(next_status);
-
-        tokio::select! {
-            biased;
-            ev = ev_rx.recv() => {
-                let Some(ev) = ev else { break };
-                let now = Instant::now();
-                match ev {
-                    Event::Inbound(stream, addr) => match swarm.accept(now, addr, Direction::Inbound) {
-                        Ok(id) => {
-                            conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
-                        }
-                        Err(why) => tracing::debug!(%addr, %why, "refused a connection"),
-                    },
-                    Event::Connected(addr, stream) => {
-                        if let Ok(id) = swarm.accept(now, addr, Direction::Outbound) {
-                            conns.insert(id, spawn_conn(id, stream, ev_tx.clone()));
-                        }
-                    }
-                    Event::ConnectFailed(addr) => swarm.handle(now, Input::ConnectFailed(addr)),
-                    Event::Data(id, data) => {
-                        if conns.contains_key(&id) {
-                            swarm.handle(now, Input::Data(id, &data));
-                        }
-                    }
-                    Event::Closed(id) => {
-                        if conns.remove(&id).is_some() {
-                            swarm.handle(now, Input::Closed(id));
-                        }
-                    }
-                }
-            }
-            chunk = async { injector.as_mut().unwrap().chunks.recv().await }, if input_open => {
-                let now = Instant::now();
-                let inj = injector.as_ref().unwrap();
-                let p = packetizer.as_mut().unwrap();
-                match chunk {
-                    Some(bytes) => {
-                        for raw in p.push(now, wall_clock_us(), &bytes) {
-                            swarm.handle(now, Input::LocalPiece(sign(&inj.key, next_seq, raw)));
-                            next_seq += 1;
-                        }
-                    }
-                    None => {
-                        input_open = false;
-                        for raw in p.finish() {
-                            swarm.handle(now, Input::LocalPiece(sign(&inj.key, next_seq, raw)));
-                            next_seq += 1;
-                        }
-                        let eos = PieceHeader {
-                            seq: next_seq,
-                            epoch,
-                            timestamp_us: wall_clock_us(),
-                            flags: FLAG_END_OF_STREAM,
-                            payload_len: 0,
-                        };
-                        swarm.handle(now, Input::LocalPiece(SignedPiece::sign(&inj.key, &info_hash, eos, &[])));
-                        tracing::info!(pieces = next_seq - epoch, "input ended; stream closed");
-                    }
-                }
-            }
-            found = discovered.recv() => {
-                if let Some(addrs) = found {
-                    swarm.handle(Instant::now(), Input::PeerAddrs(addrs));
-                }
-            }
-            req = status_req_rx.recv() => {
-                if let Some(reply) = req {
-                    let _ = reply.send(status_now(&swarm, &packetizer));
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                let now = Instant::now();
-                if let (Some(p), Some(inj)) = (packetizer.as_mut(), injector.as_ref())
-                    && p.poll_timeout().is_some_and(|t| now >= t)
-                    && let Some(raw) = p.handle_timeout(now)
-                {
-                    swarm.handle(now, Input::LocalPiece(sign(&inj.key, next_seq, raw)));
-                    next_seq += 1;
-                }
-                swarm.handle(now, Input::Timeout);
-            }
-        }
-    }
+    let acceptor = tokio::spawn(accept_loop(listener, driver.events_tx.clone()));
+    let last = driver.run(discovered, status_requests).await;
     acceptor.abort();
-    let last = node_status(&swarm, packetizer.as_ref(), output_dropped, listen);
-    status_tx.send_replace(Some(last.clone()));
-    for (_, c) in conns.drain() {
-        c.reader.abort();
-    }
     Ok(last)
 }
 
-fn node_status(
-    swarm: &Swarm,
-    packetizer: Option<&Packetizer>,
-    output_dropped: u64,
-    listen: SocketAddr,
-) -> NodeStatus {
-    let s = swarm.status(Instant::now());
-    let lag_ms = s
-        .output_timestamp_us
-        .map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
-    NodeStatus {
-        lag_ms,
-        bytes_in: packetizer.map(|p| p.bytes_in()),
-        bytes_dropped: packetizer.map(|p| p.bytes_dropped()),
-        output_dropped,
-        listen: listen.to_string(),
-        swarm: s,
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                if events.send(Event::Inbound(stream, addr)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
-fn spawn_conn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Conn {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let written = queued.clone();
-    let closed = events.clone();
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; READ_CHUNK];
+/// The injector's side of the driver: the input channel and the sans-IO injector.
+struct Source {
+    chunks: mpsc::Receiver<Bytes>,
+    injector: Injector,
+    open: bool,
+}
+
+struct Driver {
+    swarm: Swarm,
+    conns: HashMap<PeerId, Conn>,
+    events_tx: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    source: Option<Source>,
+    deliveries: Option<mpsc::Sender<Delivery>>,
+    output_dropped: u64,
+    listen: SocketAddr,
+    linger: Duration,
+    ended_at: Option<Instant>,
+    status_tx: watch::Sender<Option<NodeStatus>>,
+    next_status: Instant,
+    last_state: Option<State>,
+}
+
+impl Driver {
+    fn new(
+        opts: NodeOptions,
+        injector: Option<InjectorInput>,
+        deliveries: Option<mpsc::Sender<Delivery>>,
+    ) -> anyhow::Result<(Driver, TcpListener)> {
+        let listen = opts.listener.local_addr()?;
+        // `startup_ms` counts from the process start the caller passes in.
+        let start = opts.started.min(Instant::now());
+        let mut swarm = Swarm::new(core_config(&opts, listen), start);
+        swarm.handle(start, Input::PeerAddrs(opts.static_peers.clone()));
+        let source = injector.map(|i| Source {
+            chunks: i.chunks,
+            // Sequence numbers start at the wall clock in milliseconds, so a restarted
+            // injector continues above its earlier run (at fewer than 1000 pieces a second).
+            injector: Injector::new(
+                i.key,
+                opts.torrent.info_hash,
+                opts.torrent.piece_length as usize,
+                i.flush_after,
+                wall_clock_us() / 1000,
+            ),
+            open: true,
+        });
+        let (events_tx, events) = mpsc::channel(1024);
+        let driver = Driver {
+            swarm,
+            conns: HashMap::new(),
+            events_tx,
+            events,
+            source,
+            deliveries,
+            output_dropped: 0,
+            listen,
+            linger: opts.linger,
+            ended_at: None,
+            status_tx: watch::channel(None).0,
+            next_status: start,
+            last_state: None,
+        };
+        Ok((driver, opts.listener))
+    }
+
+    async fn run(
+        &mut self,
+        mut discovered: mpsc::Receiver<Vec<SocketAddr>>,
+        mut status_requests: mpsc::Receiver<oneshot::Sender<NodeStatus>>,
+    ) -> NodeStatus {
         loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if events
-                        .send(Event::Data(id, Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
-                        return;
+            self.carry_out_outputs();
+            self.publish_status();
+            if self
+                .ended_at
+                .is_some_and(|at| Instant::now() >= at + self.linger)
+            {
+                break;
+            }
+            let wake = self.wake_at();
+            let source_open = self.source.as_ref().is_some_and(|s| s.open);
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                chunk = recv_chunk(&mut self.source), if source_open => self.on_chunk(chunk),
+                Some(addrs) = discovered.recv() => {
+                    self.swarm.handle(Instant::now(), Input::PeerAddrs(addrs));
+                }
+                Some(reply) = status_requests.recv() => {
+                    let _ = reply.send(self.status());
+                }
+                _ = tokio::time::sleep_until(wake.into()) => self.on_timer(),
+            }
+        }
+        let last = self.status();
+        self.status_tx.send_replace(Some(last.clone()));
+        for (_, c) in self.conns.drain() {
+            c.close();
+        }
+        last
+    }
+
+    fn carry_out_outputs(&mut self) {
+        while let Some(out) = self.swarm.poll_output() {
+            match out {
+                Output::Transmit { peer, data } => self.transmit(peer, data),
+                Output::Connect(addr) => self.dial(addr),
+                Output::Disconnect { peer, reason } => {
+                    tracing::info!(peer, %reason, "closing connection");
+                    if let Some(c) = self.conns.remove(&peer) {
+                        c.close();
                     }
+                }
+                Output::Deliver(d) => self.deliver(d),
+            }
+        }
+    }
+
+    fn transmit(&mut self, peer: PeerId, data: Bytes) {
+        let Some(conn) = self.conns.get(&peer) else {
+            return;
+        };
+        if !conn.send(data) {
+            tracing::info!(peer, "peer cannot keep up with what we send; closing");
+            if let Some(c) = self.conns.remove(&peer) {
+                c.close();
+            }
+            self.swarm.handle(Instant::now(), Input::Closed(peer));
+        }
+    }
+
+    fn dial(&self, addr: SocketAddr) {
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let ev = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => Event::Connected(addr, stream),
+                _ => Event::ConnectFailed(addr),
+            };
+            let _ = events.send(ev).await;
+        });
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        if matches!(d, Delivery::End) {
+            self.ended_at.get_or_insert(Instant::now());
+        }
+        if let Some(tx) = &self.deliveries
+            && tx.try_send(d).is_err()
+        {
+            self.output_dropped += 1;
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Inbound(stream, addr) => self.take(now, stream, addr, Direction::Inbound),
+            Event::Connected(addr, stream) => self.take(now, stream, addr, Direction::Outbound),
+            Event::ConnectFailed(addr) => self.swarm.handle(now, Input::ConnectFailed(addr)),
+            Event::Data(id, data) => {
+                if self.conns.contains_key(&id) {
+                    self.swarm.handle(now, Input::Data(id, &data));
+                }
+            }
+            Event::Closed(id) => {
+                if self.conns.remove(&id).is_some() {
+                    self.swarm.handle(now, Input::Closed(id));
                 }
             }
         }
-        let _ = closed.send(Event::Closed(id)).await;
-    });
-    tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            if wr.write_all(&data).await.is_err() {
-                break;
+    }
+
+    /// Offers a new connection to the core; a refused one is dropped, which closes it.
+    fn take(&mut self, now: Instant, stream: TcpStream, addr: SocketAddr, dir: Direction) {
+        match self.swarm.accept(now, addr, dir) {
+            Ok(id) => {
+                let conn = Conn::spawn(id, stream, self.events_tx.clone());
+                self.conns.insert(id, conn);
             }
-            written.fetch_sub(data.len(), std::sync::atomic::Ordering::Relaxed);
+            Err(why) => tracing::debug!(%addr, %why, "refused a connection"),
         }
-        let _ = wr.shutdown().await;
-    });
-    Conn { tx, queued, reader }
+    }
+
+    fn on_chunk(&mut self, chunk: Option<Bytes>) {
+        let now = Instant::now();
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        let pieces = match chunk {
+            Some(bytes) => source.injector.push(now, wall_clock_us(), &bytes),
+            None => {
+                source.open = false;
+                let pieces = source.injector.finish(wall_clock_us());
+                tracing::info!(
+                    pieces = source.injector.pieces_made(),
+                    "input ended; stream closed"
+                );
+                pieces
+            }
+        };
+        self.add_pieces(now, pieces);
+    }
+
+    fn add_pieces(&mut self, now: Instant, pieces: Vec<SignedPiece>) {
+        for piece in pieces {
+            self.swarm.handle(now, Input::LocalPiece(piece));
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if let Some(source) = self.source.as_mut()
+            && source.injector.poll_timeout().is_some_and(|t| now >= t)
+            && let Some(piece) = source.injector.handle_timeout(now)
+        {
+            self.swarm.handle(now, Input::LocalPiece(piece));
+        }
+        self.swarm.handle(now, Input::Timeout);
+    }
+
+    /// The earliest of the core's timer, the injector's flush, the end of the linger time and
+    /// the next status publication.
+    fn wake_at(&self) -> Instant {
+        let now = Instant::now();
+        [
+            self.swarm.poll_timeout(),
+            self.source.as_ref().and_then(|s| s.injector.poll_timeout()),
+            self.ended_at.map(|at| at + self.linger),
+            Some(self.next_status),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_secs(1))
+    }
+
+    /// Publishes status every STATUS_EVERY and on every state change.
+    fn publish_status(&mut self) {
+        let now = Instant::now();
+        let (state, ended) = self.swarm.state();
+        if now >= self.next_status || Some(state) != self.last_state {
+            self.last_state = Some(state);
+            self.next_status = now + STATUS_EVERY;
+            self.status_tx.send_replace(Some(self.status()));
+        }
+        if ended {
+            self.ended_at.get_or_insert(now);
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let s = self.swarm.status(Instant::now());
+        let lag_ms = s
+            .output_timestamp_us
+            .map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
+        let injector = self.source.as_ref().map(|s| &s.injector);
+        NodeStatus {
+            lag_ms,
+            bytes_in: injector.map(|i| i.bytes_in()),
+            bytes_dropped: injector.map(|i| i.bytes_dropped()),
+            output_dropped: self.output_dropped,
+            listen: self.listen.to_string(),
+            swarm: s,
+        }
+    }
 }
 
-impl Conn {
-    /// Queues bytes for the socket; false when the peer has too much waiting already.
-    fn send(&self, data: Bytes) -> bool {
-        use std::sync::atomic::Ordering;
-        let len = data.len();
-        if self.queued.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
-            return false;
-        }
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        self.tx.try_send(data).is_ok()
+/// The next input chunk (`None`: the input ended). Only polled while the source is open.
+async fn recv_chunk(source: &mut Option<Source>) -> Option<Bytes> {
+    match source {
+        Some(s) => s.chunks.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -41,7 +41,11 @@ fn piece(seq: u64, key: &SigningKey) -> SignedPiece {
         seq,
         epoch: 1,
         timestamp_us: 1_000_000 + seq * 40_000,
-        flags: if seq.is_multiple_of(10) { FLAG_RANDOM_ACCESS } else { 0 },
+        flags: if seq.is_multiple_of(10) {
+            FLAG_RANDOM_ACCESS
+        } else {
+            0
+        },
         payload_len: 0,
     };
     SignedPiece::sign(key, &info_hash(), header, &[0x47; PAYLOAD])
