@@ -302,8 +302,8 @@ impl Swarm {
                         continue;
                     }
                     Err(wire::DecodeError::NeedMore) => break,
-                    Err(wire::DecodeError::Invalid(why)) => {
-                        self.close(id, format!("bad handshake: {why}"));
+                    Err(e) => {
+                        self.close(id, format!("bad handshake: {e}"));
                         break;
                     }
                 }
@@ -320,8 +320,8 @@ impl Swarm {
                     }
                 }
                 Err(wire::DecodeError::NeedMore) => break,
-                Err(wire::DecodeError::Invalid(why)) => {
-                    self.close(id, format!("protocol error: {why}"));
+                Err(e) => {
+                    self.close(id, format!("protocol error: {e}"));
                     break;
                 }
             }
