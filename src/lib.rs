@@ -13,4 +13,4 @@ pub mod net;
 pub mod player;
 pub mod source;
 
-pub use nordlys_proto::{inject, piece, sim, swarm, test_media, torrent, wire};
+pub use nordlys_proto::{bencode, inject, piece, sim, swarm, test_media, torrent, wire};

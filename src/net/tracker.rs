@@ -5,8 +5,8 @@
 //! The body is read in chunks and abandoned past `MAX_RESPONSE_BYTES`; the whole exchange has a
 //! deadline; nothing a tracker sends can panic the process.
 //!
-//! Responses are decoded with a small lenient bencode reader ([`bdecode`], in
-//! `tracker/bencode.rs`) rather than bendy; that file says why.
+//! Responses are decoded with the lenient bounded bencode reader of the protocol crate
+//! ([`nordlys_proto::bencode`], which says why not bendy): real trackers send unsorted keys.
 //!
 //! `run_announcer` is the announce loop of a running peer: `started` to every tracker at once, a
 //! quick first re-announce so a new swarm forms fast, then the tracker's interval, exponential
@@ -22,9 +22,14 @@ use tokio::task::JoinSet;
 
 use crate::torrent::InfoHash;
 
-mod bencode;
+pub use nordlys_proto::bencode::Value;
 
-pub use bencode::{Value, bdecode};
+/// Reads the first bencode value of a tracker's body, leniently (unsorted and duplicate keys,
+/// the first wins) and bounded (see [`nordlys_proto::bencode`]). Bytes after the value are
+/// ignored: some trackers end their body with a newline.
+pub fn bdecode(body: &[u8]) -> Result<Value<'_>, nordlys_proto::bencode::Error> {
+    nordlys_proto::bencode::decode_prefix(body).map(|(value, _)| value)
+}
 
 /// Tracker answers larger than this are abandoned (about 40,000 compact IPv4 peers).
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -194,7 +199,7 @@ async fn fetch_bounded(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, T
 
 /// Decodes a tracker's announce answer.
 pub fn parse_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let value = bdecode(body).map_err(TrackerError::Malformed)?;
+    let value = bdecode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     let Value::Dict(_) = value else {
         return Err(TrackerError::Malformed(
             "top level is not a dictionary".into(),

@@ -6,6 +6,7 @@
 //! Nothing here reads a clock, touches a socket or spawns: the node driver (tokio), the
 //! simulator and tests feed time and bytes in and carry the outputs out.
 
+pub mod bencode;
 pub mod inject;
 pub mod piece;
 pub mod sim;

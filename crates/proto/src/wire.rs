@@ -1,8 +1,11 @@
 //! Peer-wire codec (see `docs/PROTOCOL.md`, "Peer wire").
 //!
 //! Pure functions: `decode` takes the bytes received so far and returns one message and the
-//! bytes it used, `NeedMore`, or `Invalid`. Every length is checked against a bound before any
-//! allocation, so no input can panic the process or make it buffer without limit.
+//! bytes it used, [`DecodeError::NeedMore`], or another [`DecodeError`] saying why the bytes are
+//! not protocol. Every length is checked against a bound before any allocation, so no input can
+//! panic the process or make it buffer without limit. The BEP 10 extended handshake is read with
+//! the lenient bounded reader of [`crate::bencode`] (unsorted and unknown keys are fine) and
+//! written canonically with bendy's encoder.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -58,7 +61,7 @@ impl Handshake {
             return Err(DecodeError::NeedMore);
         }
         if buf[0] != 19 || !PROTOCOL.starts_with(&buf[1..buf.len().min(20)]) {
-            return Err(DecodeError::Invalid("not a BitTorrent handshake".into()));
+            return Err(DecodeError::BadHandshake);
         }
         if buf.len() < HANDSHAKE_LEN {
             return Err(DecodeError::NeedMore);
@@ -138,37 +141,39 @@ impl ExtHandshake {
             .expect("static structure encodes")
     }
 
-    /// Lenient: other clients send keys we do not know and may not sort them.
+    /// Lenient (see [`crate::bencode`]): other clients send keys we do not know, of any type,
+    /// and may not sort them; a known key whose value has the wrong type is ignored like an
+    /// unknown one. Still bounded: at most [`MAX_EXT_HANDSHAKE`] bytes (checked by the caller),
+    /// the reader's depth and value limits, and exactly one dictionary with nothing after it.
     fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        use bendy::decoding::{Decoder, Object};
-        let bad = |e: bendy::decoding::Error| DecodeError::Invalid(format!("ext handshake: {e}"));
-        let mut out = ExtHandshake::default();
-        let mut decoder = Decoder::new(buf).with_max_depth(4);
-        let Some(Object::Dict(mut dict)) = decoder.next_object().map_err(bad)? else {
-            return Err(DecodeError::Invalid(
-                "ext handshake is not a dictionary".into(),
-            ));
+        use crate::bencode::Value;
+        let Value::Dict(dict) = crate::bencode::decode(buf)? else {
+            return Err(DecodeError::ExtHandshakeNotDict);
         };
-        while let Some((key, value)) = dict.next_pair().map_err(bad)? {
-            match (key, value) {
-                (b"m", Object::Dict(mut m)) => {
-                    while let Some((name, id)) = m.next_pair().map_err(bad)? {
-                        if name == LIVE_EXTENSION.as_bytes()
-                            && let Object::Integer(id) = id
-                        {
-                            out.live_id = id.parse::<u8>().ok().filter(|&id| id != 0);
-                        }
-                    }
-                }
-                (b"p", Object::Integer(p)) => out.listen_port = p.parse().ok(),
-                (b"nordlys_role", Object::Bytes(r)) => out.role = Role::from_name(r),
-                (b"v", Object::Bytes(v)) => {
-                    out.client = Some(String::from_utf8_lossy(&v[..v.len().min(64)]).into())
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
+        let live_id = dict
+            .get(b"m")
+            .and_then(|m| m.get(LIVE_EXTENSION.as_bytes()))
+            .and_then(Value::as_int)
+            .and_then(|id| u8::try_from(id).ok())
+            .filter(|&id| id != 0);
+        let listen_port = dict
+            .get(b"p")
+            .and_then(Value::as_int)
+            .and_then(|p| u16::try_from(p).ok());
+        let role = dict
+            .get(b"nordlys_role")
+            .and_then(Value::as_bytes)
+            .and_then(Role::from_name);
+        let client = dict
+            .get(b"v")
+            .and_then(Value::as_bytes)
+            .map(|v| String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned());
+        Ok(ExtHandshake {
+            live_id,
+            listen_port,
+            role,
+            client,
+        })
     }
 }
 
@@ -212,12 +217,55 @@ pub enum Message {
     Live(LiveMessage),
 }
 
+/// Why [`decode`] (or [`Handshake::decode`], [`frame_len`], [`decode_frame`]) gave no message.
+///
+/// [`DecodeError::NeedMore`] means "wait for more bytes"; every other variant means the peer
+/// does not speak the protocol, and the connection is closed with the Display text as reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("need more bytes")]
     NeedMore,
-    #[error("{0}")]
-    Invalid(String),
+    /// The first bytes are not `19 | "BitTorrent protocol"`.
+    #[error("not a BitTorrent handshake")]
+    BadHandshake,
+    /// A length prefix larger than the largest message of this torrent.
+    #[error("message of {len} bytes exceeds {max}")]
+    TooLong { len: usize, max: usize },
+    /// A frame shorter than its fixed part (given to [`decode_frame`] by hand, or an extended
+    /// or live message cut before its header ends).
+    #[error("{what} is truncated")]
+    Truncated { what: &'static str },
+    /// A BEP 3 message id we do not speak (`have`, `bitfield`, `request`, `piece`, ...).
+    #[error("unsupported message id {0}")]
+    UnknownMessage(u8),
+    /// `choke`, `unchoke`, `interested` or `not interested` with a payload.
+    #[error("message id {id} carries {len} unexpected payload bytes")]
+    UnexpectedPayload { id: u8, len: usize },
+    /// A BEP 10 message under an extended id we did not announce.
+    #[error("unknown extended message id {0}")]
+    UnknownExtension(u8),
+    #[error("extended handshake of {len} bytes exceeds {max}")]
+    ExtHandshakeTooLong { len: usize, max: usize },
+    /// The extended handshake is bencode, but not a dictionary.
+    #[error("extended handshake is not a dictionary")]
+    ExtHandshakeNotDict,
+    /// The extended handshake is not (bounded) bencode.
+    #[error("extended handshake: {0}")]
+    Bencode(#[from] crate::bencode::Error),
+    #[error("unknown live message kind {0}")]
+    UnknownLiveMessage(u8),
+    /// A fixed-size live message (REQUEST, REJECT, CANCEL) whose body has the wrong size.
+    #[error("{what} body is {len} bytes, not {expected}")]
+    WrongLength {
+        what: &'static str,
+        len: usize,
+        expected: usize,
+    },
+    #[error("HAVE lists {count} entries, more than {max}")]
+    TooManyHaveEntries { count: usize, max: usize },
+    /// A HAVE whose entry count disagrees with its length.
+    #[error("HAVE count {count} does not match its {len} bytes of entries")]
+    HaveCountMismatch { count: usize, len: usize },
 }
 
 /// Largest message we accept for a torrent whose pieces carry at most `max_payload` bytes.
@@ -241,9 +289,7 @@ pub fn frame_len(buf: &[u8], max_len: usize) -> Result<usize, DecodeError> {
     }
     let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
     if len > max_len {
-        return Err(DecodeError::Invalid(format!(
-            "message of {len} bytes exceeds {max_len}"
-        )));
+        return Err(DecodeError::TooLong { len, max: max_len });
     }
     if buf.len() < 4 + len {
         return Err(DecodeError::NeedMore);
@@ -251,45 +297,50 @@ pub fn frame_len(buf: &[u8], max_len: usize) -> Result<usize, DecodeError> {
     Ok(4 + len)
 }
 
-/// Decodes one whole message as measured by [`frame_len`]. A piece is a slice of `frame`,
-/// not a copy.
+/// Decodes one whole message as measured by [`frame_len`] (the length prefix is not checked
+/// again). A piece is a slice of `frame`, not a copy.
 pub fn decode_frame(frame: &Bytes) -> Result<Message, DecodeError> {
     if frame.len() == 4 {
         return Ok(Message::KeepAlive);
     }
+    let Some(&id) = frame.get(4) else {
+        return Err(DecodeError::Truncated { what: "message" });
+    };
     let body = &frame[5..];
     let no_body = |m: Message| {
         if body.is_empty() {
             Ok(m)
         } else {
-            Err(DecodeError::Invalid("unexpected payload".into()))
+            Err(DecodeError::UnexpectedPayload {
+                id,
+                len: body.len(),
+            })
         }
     };
-    match frame[4] {
+    match id {
         MSG_CHOKE => no_body(Message::Choke),
         MSG_UNCHOKE => no_body(Message::Unchoke),
         MSG_INTERESTED => no_body(Message::Interested),
         MSG_NOT_INTERESTED => no_body(Message::NotInterested),
         MSG_EXTENDED => decode_extended(frame),
-        other => Err(DecodeError::Invalid(format!(
-            "unsupported message id {other}"
-        ))),
+        other => Err(DecodeError::UnknownMessage(other)),
     }
 }
 
 fn decode_extended(frame: &Bytes) -> Result<Message, DecodeError> {
     let Some((&ext_id, rest)) = frame[5..].split_first() else {
-        return Err(DecodeError::Invalid("empty extended message".into()));
+        return Err(DecodeError::Truncated {
+            what: "extended message",
+        });
     };
     match ext_id {
-        0 if rest.len() > MAX_EXT_HANDSHAKE => {
-            Err(DecodeError::Invalid("extended handshake too long".into()))
-        }
+        0 if rest.len() > MAX_EXT_HANDSHAKE => Err(DecodeError::ExtHandshakeTooLong {
+            len: rest.len(),
+            max: MAX_EXT_HANDSHAKE,
+        }),
         0 => ExtHandshake::decode(rest).map(Message::ExtHandshake),
         OUR_LIVE_ID => decode_live(frame).map(Message::Live),
-        other => Err(DecodeError::Invalid(format!(
-            "unknown extended message id {other}"
-        ))),
+        other => Err(DecodeError::UnknownExtension(other)),
     }
 }
 
@@ -297,27 +348,38 @@ fn decode_extended(frame: &Bytes) -> Result<Message, DecodeError> {
 fn decode_live(frame: &Bytes) -> Result<LiveMessage, DecodeError> {
     const BODY: usize = 7;
     let Some(&kind) = frame.get(BODY - 1) else {
-        return Err(DecodeError::Invalid("empty live message".into()));
+        return Err(DecodeError::Truncated {
+            what: "live message",
+        });
     };
     let rest = &frame[BODY..];
-    let seq_only = |rest: &[u8]| -> Result<u64, DecodeError> {
-        let arr: [u8; 8] = rest
-            .try_into()
-            .map_err(|_| DecodeError::Invalid("bad sequence field".into()))?;
+    let seq_only = |what: &'static str, rest: &[u8]| -> Result<u64, DecodeError> {
+        let arr: [u8; 8] = rest.try_into().map_err(|_| DecodeError::WrongLength {
+            what,
+            len: rest.len(),
+            expected: 8,
+        })?;
         Ok(u64::from_be_bytes(arr))
     };
     match kind {
         LIVE_HAVE => {
             if rest.len() < 10 {
-                return Err(DecodeError::Invalid("short HAVE".into()));
+                return Err(DecodeError::Truncated { what: "HAVE" });
             }
             let window_start = u64::from_be_bytes(rest[..8].try_into().unwrap());
             let count = u16::from_be_bytes(rest[8..10].try_into().unwrap()) as usize;
             let list = &rest[10..];
-            if count > MAX_HAVE_ENTRIES || list.len() != count * HAVE_ENTRY_LEN {
-                return Err(DecodeError::Invalid(
-                    "HAVE count does not match its length".into(),
-                ));
+            if count > MAX_HAVE_ENTRIES {
+                return Err(DecodeError::TooManyHaveEntries {
+                    count,
+                    max: MAX_HAVE_ENTRIES,
+                });
+            }
+            if list.len() != count * HAVE_ENTRY_LEN {
+                return Err(DecodeError::HaveCountMismatch {
+                    count,
+                    len: list.len(),
+                });
             }
             let entries = list
                 .chunks_exact(HAVE_ENTRY_LEN)
@@ -332,13 +394,11 @@ fn decode_live(frame: &Bytes) -> Result<LiveMessage, DecodeError> {
                 entries,
             })
         }
-        LIVE_REQUEST => seq_only(rest).map(|seq| LiveMessage::Request { seq }),
+        LIVE_REQUEST => seq_only("REQUEST", rest).map(|seq| LiveMessage::Request { seq }),
         LIVE_PIECE => Ok(LiveMessage::Piece(frame.slice(BODY..))),
-        LIVE_REJECT => seq_only(rest).map(|seq| LiveMessage::Reject { seq }),
-        LIVE_CANCEL => seq_only(rest).map(|seq| LiveMessage::Cancel { seq }),
-        other => Err(DecodeError::Invalid(format!(
-            "unknown live message {other}"
-        ))),
+        LIVE_REJECT => seq_only("REJECT", rest).map(|seq| LiveMessage::Reject { seq }),
+        LIVE_CANCEL => seq_only("CANCEL", rest).map(|seq| LiveMessage::Cancel { seq }),
+        other => Err(DecodeError::UnknownLiveMessage(other)),
     }
 }
 
@@ -463,24 +523,33 @@ mod tests {
         let bytes = hs.encode();
         assert_eq!(Handshake::decode(&bytes).unwrap(), hs);
         assert_eq!(Handshake::decode(&bytes[..30]), Err(DecodeError::NeedMore));
-        assert!(matches!(
+        assert_eq!(
             Handshake::decode(b"GET / HTTP/1.1\r\n"),
-            Err(DecodeError::Invalid(_))
-        ));
+            Err(DecodeError::BadHandshake)
+        );
+        // A prefix of the protocol string is not yet wrong.
+        assert_eq!(Handshake::decode(&bytes[..10]), Err(DecodeError::NeedMore));
+        assert_eq!(
+            Handshake::decode(&[19, b'B', b'X']),
+            Err(DecodeError::BadHandshake)
+        );
     }
 
     #[test]
     fn hostile_lengths_are_refused_before_buffering() {
         let huge = [0xff, 0xff, 0xff, 0xff, 20];
-        assert!(matches!(
+        assert_eq!(
             decode(&huge, 1 << 20),
-            Err(DecodeError::Invalid(_))
-        ));
+            Err(DecodeError::TooLong {
+                len: u32::MAX as usize,
+                max: 1 << 20
+            })
+        );
         // A BEP 3 `have` (id 4) is not part of the live protocol.
-        assert!(matches!(
+        assert_eq!(
             decode(&[0, 0, 0, 5, 4, 0, 0, 0, 1], 100),
-            Err(DecodeError::Invalid(_))
-        ));
+            Err(DecodeError::UnknownMessage(4))
+        );
         // HAVE whose count disagrees with its length.
         let mut buf = BytesMut::new();
         encode(
@@ -492,10 +561,10 @@ mod tests {
             &mut buf,
         );
         buf[4 + 2 + 1 + 8 + 1] = 5; // count = 5, no entries follow
-        assert!(matches!(
+        assert_eq!(
             decode(&buf, 1 << 20),
-            Err(DecodeError::Invalid(_))
-        ));
+            Err(DecodeError::HaveCountMismatch { count: 5, len: 0 })
+        );
     }
 
     #[test]
@@ -513,5 +582,328 @@ mod tests {
             let _ = decode(&buf, 1 << 16);
             let _ = Handshake::decode(&buf);
         }
+    }
+
+    /// `buf` framed as an extended handshake (id 20, extended id 0).
+    fn ext_frame(body: &[u8]) -> Vec<u8> {
+        let mut frame = ((body.len() + 2) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[MSG_EXTENDED, 0]);
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    fn decode_ext(body: &[u8]) -> Result<ExtHandshake, DecodeError> {
+        match decode(&ext_frame(body), 1 << 20)? {
+            (Message::ExtHandshake(h), _) => Ok(h),
+            (other, _) => panic!("not a handshake: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unsorted_ext_handshake_is_accepted() {
+        let body = b"d1:v4:xxxx1:md12:nordlys_livei1ee1:pi6881ee";
+        // bendy 0.6, which decoded this before, refuses it: its keys are not sorted.
+        let mut strict = bendy::decoding::Decoder::new(body);
+        let strict_result = (|| -> Result<(), bendy::decoding::Error> {
+            if let Some(bendy::decoding::Object::Dict(mut d)) = strict.next_object()? {
+                while d.next_pair()?.is_some() {}
+            }
+            Ok(())
+        })();
+        assert!(strict_result.is_err(), "bendy is expected to reject this");
+        assert_eq!(
+            decode_ext(body).unwrap(),
+            ExtHandshake {
+                live_id: Some(1),
+                listen_port: Some(6881),
+                role: None,
+                client: Some("xxxx".into()),
+            }
+        );
+        // Nested `m` unsorted too, among other clients' extensions.
+        let nested = b"d1:md6:ut_pexi2e12:nordlys_livei3e11:ut_metadatai1eee";
+        assert_eq!(decode_ext(nested).unwrap().live_id, Some(3));
+    }
+
+    #[test]
+    fn ext_handshake_ignores_unknown_keys_of_every_type() {
+        // What libtorrent-like clients send, unsorted, with every bencode type under unknown
+        // keys, nested lists and dictionaries, and known keys of the wrong type ignored.
+        let body: &[u8] = b"d\
+            12:complete_agoi-1e\
+            1:md11:ut_metadatai3e12:nordlys_livei7e6:ut_pexi1e5:extrald1:xli1eleeeee\
+            4:reqqi250e\
+            6:yourip4:\x7f\x00\x00\x01\
+            12:nordlys_role8:receiver\
+            1:pi51413e\
+            13:metadata_sizei31235e\
+            4:listl4:spami42ed1:kd1:kleeee\
+            1:v13:qBittorrent/4\
+            4:dictd3:zzzi1e3:aaa0:e\
+            4:ipv616:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\
+            e";
+        assert_eq!(
+            decode_ext(body).unwrap(),
+            ExtHandshake {
+                live_id: Some(7),
+                listen_port: Some(51413),
+                role: Some(Role::Receiver),
+                client: Some("qBittorrent/4".into()),
+            }
+        );
+        // Known keys with values of the wrong type or out of range are ignored, not fatal.
+        let odd = b"d1:v1:x1:pi70000e12:nordlys_rolei1e1:md12:nordlys_live3:abcee";
+        assert_eq!(
+            decode_ext(odd).unwrap(),
+            ExtHandshake {
+                live_id: None,
+                listen_port: None,
+                role: None,
+                client: Some("x".into()),
+            }
+        );
+        assert_eq!(
+            decode_ext(b"d1:mi1e1:pd1:p1:pee").unwrap(),
+            ExtHandshake::default()
+        );
+        // Live id 0 means "disabled" (BEP 10); ids above 255 do not fit.
+        assert_eq!(
+            decode_ext(b"d1:md12:nordlys_livei0eee").unwrap().live_id,
+            None
+        );
+        assert_eq!(
+            decode_ext(b"d1:md12:nordlys_livei256eee").unwrap().live_id,
+            None
+        );
+        // Duplicate keys: the first wins.
+        let dup = b"d1:pi1e1:pi2ee";
+        assert_eq!(decode_ext(dup).unwrap().listen_port, Some(1));
+    }
+
+    #[test]
+    fn hostile_ext_handshakes_are_errors() {
+        use crate::bencode::{Error as B, MAX_DEPTH};
+        let deep = [b"d1:x".repeat(MAX_DEPTH + 1), b"e".repeat(MAX_DEPTH + 1)].concat();
+        assert!(matches!(
+            decode_ext(&deep),
+            Err(DecodeError::Bencode(B::TooDeep { .. }))
+        ));
+        let deep_list = [b"d1:x".to_vec(), vec![b'l'; 2000], vec![b'e'; 2001]].concat();
+        assert!(matches!(
+            decode_ext(&deep_list),
+            Err(DecodeError::Bencode(B::TooDeep { .. }))
+        ));
+        assert!(matches!(
+            decode_ext(b"d1:v99999999999999:xe"),
+            Err(DecodeError::Bencode(B::StringPastEnd { .. }))
+        ));
+        assert!(matches!(
+            decode_ext(b"d1:v999999999999999999999999:xe"),
+            Err(DecodeError::Bencode(B::BadLength { .. }))
+        ));
+        assert!(matches!(
+            decode_ext(b"d1:pi99999999999999999999ee"),
+            Err(DecodeError::Bencode(B::BadInteger { .. }))
+        ));
+        let good = b"d1:md12:nordlys_livei1eee";
+        for cut in 0..good.len() {
+            assert!(
+                matches!(decode_ext(&good[..cut]), Err(DecodeError::Bencode(_))),
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            decode_ext(b"d1:pi1eeGARBAGE"),
+            Err(DecodeError::Bencode(B::TrailingBytes {
+                offset: 8,
+                count: 7
+            }))
+        );
+        assert_eq!(
+            decode_ext(b"d1:pi1eede"),
+            Err(DecodeError::Bencode(B::TrailingBytes {
+                offset: 8,
+                count: 2
+            }))
+        );
+        assert_eq!(decode_ext(b"li1ee"), Err(DecodeError::ExtHandshakeNotDict));
+        assert_eq!(decode_ext(b"4:spam"), Err(DecodeError::ExtHandshakeNotDict));
+        let big = [
+            b"d1:v".to_vec(),
+            format!("{}:", MAX_EXT_HANDSHAKE).into_bytes(),
+        ]
+        .concat();
+        let big = [big, vec![b'x'; MAX_EXT_HANDSHAKE], b"e".to_vec()].concat();
+        assert_eq!(
+            decode_ext(&big),
+            Err(DecodeError::ExtHandshakeTooLong {
+                len: big.len(),
+                max: MAX_EXT_HANDSHAKE
+            })
+        );
+    }
+
+    /// The name of a variant; the match is exhaustive, so a new variant must be added here
+    /// and to [`every_decode_error_is_reachable`].
+    fn variant(e: &DecodeError) -> &'static str {
+        match e {
+            DecodeError::NeedMore => "NeedMore",
+            DecodeError::BadHandshake => "BadHandshake",
+            DecodeError::TooLong { .. } => "TooLong",
+            DecodeError::Truncated { .. } => "Truncated",
+            DecodeError::UnknownMessage(_) => "UnknownMessage",
+            DecodeError::UnexpectedPayload { .. } => "UnexpectedPayload",
+            DecodeError::UnknownExtension(_) => "UnknownExtension",
+            DecodeError::ExtHandshakeTooLong { .. } => "ExtHandshakeTooLong",
+            DecodeError::ExtHandshakeNotDict => "ExtHandshakeNotDict",
+            DecodeError::Bencode(_) => "Bencode",
+            DecodeError::UnknownLiveMessage(_) => "UnknownLiveMessage",
+            DecodeError::WrongLength { .. } => "WrongLength",
+            DecodeError::TooManyHaveEntries { .. } => "TooManyHaveEntries",
+            DecodeError::HaveCountMismatch { .. } => "HaveCountMismatch",
+        }
+    }
+
+    #[test]
+    fn every_decode_error_is_reachable() {
+        /// A frame: length prefix, then `body`.
+        fn framed(body: &[u8]) -> Vec<u8> {
+            [(body.len() as u32).to_be_bytes().as_slice(), body].concat()
+        }
+        let live =
+            |kind: u8, rest: &[u8]| framed(&[&[MSG_EXTENDED, OUR_LIVE_ID, kind], rest].concat());
+        let mut have_9000 = vec![LIVE_HAVE];
+        have_9000.extend_from_slice(&0u64.to_be_bytes());
+        have_9000.extend_from_slice(&9000u16.to_be_bytes());
+        let have_9000 = framed(&[&[MSG_EXTENDED, OUR_LIVE_ID], have_9000.as_slice()].concat());
+        let cases: Vec<(Result<Message, DecodeError>, DecodeError)> = vec![
+            (
+                decode(&[0, 0, 0, 1], 100).map(|m| m.0),
+                DecodeError::NeedMore,
+            ),
+            (
+                decode(&[0, 0, 0, 200, 0], 100).map(|m| m.0),
+                DecodeError::TooLong { len: 200, max: 100 },
+            ),
+            (
+                decode_frame(&Bytes::from_static(&[0, 0])),
+                DecodeError::Truncated { what: "message" },
+            ),
+            (
+                decode(&framed(&[MSG_EXTENDED]), 100).map(|m| m.0),
+                DecodeError::Truncated {
+                    what: "extended message",
+                },
+            ),
+            (
+                decode(&framed(&[MSG_EXTENDED, OUR_LIVE_ID]), 100).map(|m| m.0),
+                DecodeError::Truncated {
+                    what: "live message",
+                },
+            ),
+            (
+                decode(&live(LIVE_HAVE, &[0; 9]), 100).map(|m| m.0),
+                DecodeError::Truncated { what: "HAVE" },
+            ),
+            (
+                decode(&framed(&[6, 0, 0, 0, 0]), 100).map(|m| m.0),
+                DecodeError::UnknownMessage(6),
+            ),
+            (
+                decode(&framed(&[MSG_UNCHOKE, 9]), 100).map(|m| m.0),
+                DecodeError::UnexpectedPayload { id: 1, len: 1 },
+            ),
+            (
+                decode(&framed(&[MSG_EXTENDED, 9, 0]), 100).map(|m| m.0),
+                DecodeError::UnknownExtension(9),
+            ),
+            (
+                decode(&ext_frame(&[b' '; MAX_EXT_HANDSHAKE + 1]), 1 << 20).map(|m| m.0),
+                DecodeError::ExtHandshakeTooLong {
+                    len: MAX_EXT_HANDSHAKE + 1,
+                    max: MAX_EXT_HANDSHAKE,
+                },
+            ),
+            (
+                decode(&ext_frame(b"i1e"), 100).map(|m| m.0),
+                DecodeError::ExtHandshakeNotDict,
+            ),
+            (
+                decode(&ext_frame(b"d1:x"), 100).map(|m| m.0),
+                DecodeError::Bencode(crate::bencode::Error::Truncated { offset: 4 }),
+            ),
+            (
+                decode(&live(9, &[]), 100).map(|m| m.0),
+                DecodeError::UnknownLiveMessage(9),
+            ),
+            (
+                decode(&live(LIVE_REQUEST, &[0; 7]), 100).map(|m| m.0),
+                DecodeError::WrongLength {
+                    what: "REQUEST",
+                    len: 7,
+                    expected: 8,
+                },
+            ),
+            (
+                decode(&live(LIVE_CANCEL, &[0; 9]), 100).map(|m| m.0),
+                DecodeError::WrongLength {
+                    what: "CANCEL",
+                    len: 9,
+                    expected: 8,
+                },
+            ),
+            (
+                decode(&have_9000, 100).map(|m| m.0),
+                DecodeError::TooManyHaveEntries {
+                    count: 9000,
+                    max: MAX_HAVE_ENTRIES,
+                },
+            ),
+            (
+                decode(&live(LIVE_HAVE, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 7]), 100).map(|m| m.0),
+                DecodeError::HaveCountMismatch { count: 1, len: 1 },
+            ),
+            (
+                Handshake::decode(b"\x13BitTorrent protocoX").map(|_| Message::KeepAlive),
+                DecodeError::BadHandshake,
+            ),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (got, want) in cases {
+            assert_eq!(got, Err(want.clone()));
+            // Every reason a connection is closed with reads as a sentence, not a debug dump.
+            let text = want.to_string();
+            assert!(!text.is_empty() && !text.contains('{'), "{text}");
+            seen.insert(variant(&want));
+        }
+        let all = [
+            "NeedMore",
+            "BadHandshake",
+            "TooLong",
+            "Truncated",
+            "UnknownMessage",
+            "UnexpectedPayload",
+            "UnknownExtension",
+            "ExtHandshakeTooLong",
+            "ExtHandshakeNotDict",
+            "Bencode",
+            "UnknownLiveMessage",
+            "WrongLength",
+            "TooManyHaveEntries",
+            "HaveCountMismatch",
+        ];
+        assert_eq!(seen, all.into_iter().collect());
+        assert_eq!(
+            DecodeError::TooLong { len: 9, max: 8 }.to_string(),
+            "message of 9 bytes exceeds 8"
+        );
+        assert_eq!(
+            DecodeError::Bencode(crate::bencode::Error::TooDeep {
+                max: 16,
+                offset: 20
+            })
+            .to_string(),
+            "extended handshake: nested deeper than 16 lists and dictionaries (at byte 20)"
+        );
     }
 }

@@ -468,3 +468,27 @@ fn pair_a_silent_connection_is_kept_alive_and_a_dead_one_times_out() {
         reason: DisconnectReason::HandshakeTimeout
     }));
 }
+
+#[test]
+fn an_unsorted_extended_handshake_is_accepted() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut raw = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    let hs = Handshake {
+        extensions: true,
+        info_hash: info_hash().0,
+        peer_id: [b'u'; 20],
+    };
+    raw.send(&mut s, t0, &hs.encode());
+    // Keys out of order at both levels, and one we do not know, as other clients send them.
+    let ext: &[u8] = b"d1:v5:other1:md6:ut_pexi2e12:nordlys_livei1ee1:pi6881e4:reqqi250ee";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(ext.len() as u32 + 2).to_be_bytes());
+    frame.extend_from_slice(&[20, 0]);
+    frame.extend_from_slice(ext);
+    raw.send(&mut s, t0, &frame);
+    assert_eq!(raw.heard.disconnected, None);
+    let p = s.peers.get(raw.id).unwrap();
+    assert!(p.is_active());
+    assert_eq!(p.listen_addr, Some(addr(1, 6881)));
+}
