@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nordlys::sim::{NodeSpec, Sim, StreamSpec, synthetic_payload};
+use nordlys::sim::{NodeSpec, Sim, StreamSpec};
 use nordlys::swarm::{Delivery, Role, State};
 
 const PAYLOAD: usize = 188 * 100; // 18.8 kB
@@ -205,15 +205,15 @@ fn bad_signature_is_never_output_and_the_sender_is_banned() {
         let st = sim.status(i).unwrap();
         assert_eq!(st.state, State::Ended);
         rejected += st.pieces_rejected;
-        // Every byte output is the injector's own: each piece's payload is exactly what was
-        // made for its sequence number. (With its only seedbox hostile, a receiver may miss
+        // Every byte output is the injector's own: each piece's payload is exactly what the
+        // injector made for its sequence number. (With its only seedbox hostile, a receiver may miss
         // pieces; this test is about what reaches the output, not continuity.)
         let mut data = 0;
         for d in sim.deliveries(i) {
             if let Delivery::Data { seq, payload, .. } = d {
                 assert_eq!(
-                    &payload[..],
-                    &synthetic_payload(*seq, PAYLOAD)[..],
+                    Some(payload),
+                    sim.injected_payload(*seq),
                     "receiver {i}, piece {seq}"
                 );
                 data += 1;
@@ -252,11 +252,15 @@ fn a_lost_piece_is_skipped_counted_and_output_goes_on() {
             }]
         );
         let hook = st.hook_seq.unwrap();
-        let mut want = sim.expected_from(hook);
-        let lost = nordlys::sim::synthetic_payload(nordlys::sim::FIRST_SEQ + 50, PAYLOAD);
-        let pos = want.windows(PAYLOAD).position(|w| w == &lost[..]);
-        assert!(pos.is_none(), "the dropped piece was never made");
-        want.truncate(want.len()); // nothing to cut: the injector never made the lost piece
+        let want = sim.expected_from(hook);
+        // The injector made and signed piece 50, but its swarm never saw it: no receiver
+        // outputs it, and what they output is everything else.
+        let (seq, lost) = &sim.dropped[0];
+        assert_eq!(*seq, nordlys::sim::FIRST_SEQ + 50);
+        assert_eq!(lost.len(), PAYLOAD);
+        let pos = sim.output(i).windows(PAYLOAD).position(|w| w == &lost[..]);
+        assert!(pos.is_none(), "the dropped piece was output");
+        assert!(sim.injected_payload(*seq).is_none());
         assert_same(sim.output(i), &want, &format!("receiver {i}"));
     }
 }

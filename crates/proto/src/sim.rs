@@ -3,6 +3,10 @@
 //! No sockets, no threads, no clock: links are modelled with a latency and each node's upload
 //! capacity; time jumps from event to event. The same seed gives the same run, so a failing
 //! scenario can be replayed exactly. Tests and the `sim` benchmark use it.
+//!
+//! The injector node is fed like the real one: a synthetic MPEG-TS stream ([`SyntheticTs`])
+//! goes through the same [`Injector`] (packetizer, sequence numbers, signing, end of stream)
+//! as the tokio driver's.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -12,9 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::SigningKey;
 
+use crate::inject::Injector;
+use crate::inject::packetizer::DEFAULT_FLUSH_AFTER;
 use crate::inject::ts::build::{packet, pat_section, pmt_section, psi_packet};
 use crate::inject::ts::{PACKET_SIZE, PCR_HZ, PCR_WRAP};
-use crate::piece::{FLAG_END_OF_STREAM, FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
 use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
@@ -47,15 +52,20 @@ impl NodeSpec {
     }
 }
 
-/// The stream the simulated injector produces.
+/// The stream the simulated injector produces (see [`SyntheticTs`]).
 #[derive(Clone, Debug)]
 pub struct StreamSpec {
+    /// MPEG-TS bytes per piece (rounded down to whole 188-byte packets, at least 3), and the
+    /// torrent's piece length.
     pub piece_payload: usize,
+    /// This much TS, `piece_payload` bytes, goes into the injector every interval.
     pub piece_interval: Duration,
-    /// Every n-th piece starts at a keyframe.
+    /// Every n-th piece starts at a keyframe (the first one does).
     pub keyframe_every: u64,
+    /// Data pieces; the end-of-stream piece follows them, one interval after the last.
     pub pieces: u64,
-    /// Sequence numbers the injector skips (lost before they were made, for tests).
+    /// Sequence numbers of pieces lost between the injector and its swarm core: made and
+    /// signed, but never seen by the swarm (for tests).
     pub drop_seqs: Vec<u64>,
 }
 
@@ -89,6 +99,8 @@ enum Event {
         to: NodeId,
         conn: PeerId,
     },
+    /// The `n`-th piece interval: `piece_payload` bytes of TS into the injector; at
+    /// `n == pieces`, the end of input.
     Inject(u64),
 }
 
@@ -102,8 +114,13 @@ pub struct Sim {
     key: SigningKey,
     info_hash: InfoHash,
     stream: StreamSpec,
-    /// Payload of every piece the injector made, by sequence number.
+    ts: SyntheticTs,
+    injector: Injector,
+    /// Payload of every data piece the injector handed to its swarm, by sequence number.
     pub injected: Vec<(u64, Bytes)>,
+    /// Payload of every data piece the injector made that its swarm never saw (`drop_seqs`,
+    /// or made while the injector node was not up), by sequence number.
+    pub dropped: Vec<(u64, Bytes)>,
     one_way: Duration,
     seed: u64,
     pub events_run: u64,
@@ -111,6 +128,7 @@ pub struct Sim {
 
 /// Virtual wall clock: microseconds since the Unix epoch at simulation start.
 const WALL_START_US: u64 = 1_700_000_000_000_000;
+/// The injector's epoch: the sequence number of its first piece.
 pub const FIRST_SEQ: u64 = 1000;
 
 impl Sim {
@@ -118,6 +136,18 @@ impl Sim {
         let start = Instant::now();
         let key = SigningKey::from_bytes(&[seed as u8 ^ 0x5a; 32]);
         let info_hash = InfoHash([seed as u8; 20]);
+        let ts = SyntheticTs::new(
+            stream.piece_payload,
+            stream.keyframe_every,
+            stream.piece_interval,
+        );
+        let injector = Injector::new(
+            key.clone(),
+            info_hash,
+            stream.piece_payload,
+            DEFAULT_FLUSH_AFTER,
+            FIRST_SEQ,
+        );
         let mut sim = Sim {
             now: start,
             start,
@@ -128,7 +158,10 @@ impl Sim {
             key,
             info_hash,
             stream,
+            ts,
+            injector,
             injected: Vec::new(),
+            dropped: Vec::new(),
             one_way,
             seed,
             events_run: 0,
@@ -154,7 +187,7 @@ impl Sim {
         }
         for n in 0..sim.stream.pieces + 1 {
             let at = start + sim.stream.piece_interval * n as u32;
-            sim.schedule(at, Event::Inject(FIRST_SEQ + n));
+            sim.schedule(at, Event::Inject(n));
         }
         sim
     }
@@ -278,47 +311,43 @@ impl Sim {
                     self.drain(to);
                 }
             }
-            Event::Inject(seq) => {
-                let Some(inj) = self
+            Event::Inject(n) => {
+                // The injector runs whether or not its node is up; what it makes while the
+                // node is down is lost, like `drop_seqs`.
+                let wall_us = self.wall_us();
+                let pieces = if n < self.stream.pieces {
+                    let chunk = self.ts.next_chunk();
+                    let pieces = self.injector.push(now, wall_us, &chunk);
+                    // Each chunk fills exactly one piece: the time bound never has to fire.
+                    debug_assert_eq!(self.injector.poll_timeout(), None);
+                    pieces
+                } else {
+                    self.injector.finish(wall_us)
+                };
+                let inj = self
                     .nodes
                     .iter()
-                    .position(|n| n.spec.role == Role::Injector)
-                else {
-                    return;
-                };
-                if self.nodes[inj].swarm.is_none() || self.stream.drop_seqs.contains(&seq) {
-                    return;
+                    .position(|node| node.spec.role == Role::Injector && node.swarm.is_some());
+                for piece in pieces {
+                    let lost = self.stream.drop_seqs.contains(&piece.seq());
+                    if !piece.header().end_of_stream() {
+                        let made = (piece.seq(), piece.payload());
+                        if lost || inj.is_none() {
+                            self.dropped.push(made);
+                        } else {
+                            self.injected.push(made);
+                        }
+                    }
+                    let Some(inj) = inj.filter(|_| !lost) else {
+                        continue;
+                    };
+                    self.nodes[inj]
+                        .swarm
+                        .as_mut()
+                        .unwrap()
+                        .handle(now, Input::LocalPiece(piece));
+                    self.drain(inj);
                 }
-                let n = seq - FIRST_SEQ;
-                let last = n == self.stream.pieces;
-                let mut flags = 0;
-                if last {
-                    flags |= FLAG_END_OF_STREAM;
-                } else if n.is_multiple_of(self.stream.keyframe_every) {
-                    flags |= FLAG_RANDOM_ACCESS;
-                }
-                let payload = if last {
-                    Vec::new()
-                } else {
-                    synthetic_payload(seq, self.stream.piece_payload)
-                };
-                let header = PieceHeader {
-                    seq,
-                    epoch: FIRST_SEQ,
-                    timestamp_us: WALL_START_US + (now - self.start).as_micros() as u64,
-                    flags,
-                    payload_len: 0,
-                };
-                let piece = SignedPiece::sign(&self.key, &self.info_hash, header, &payload);
-                if !last {
-                    self.injected.push((seq, Bytes::from(payload)));
-                }
-                self.nodes[inj]
-                    .swarm
-                    .as_mut()
-                    .unwrap()
-                    .handle(now, Input::LocalPiece(piece));
-                self.drain(inj);
             }
         }
     }
@@ -423,21 +452,21 @@ impl Sim {
             .collect()
     }
 
+    /// The payload of data piece `seq` as the injector handed it to its swarm.
+    pub fn injected_payload(&self, seq: u64) -> Option<&Bytes> {
+        let i = self.injected.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        Some(&self.injected[i].1)
+    }
+
+    /// The simulated injector (its counters: bytes in, pieces made).
+    pub fn injector(&self) -> &Injector {
+        &self.injector
+    }
+
     /// Microseconds of virtual wall clock now (what `lag_ms` is measured against).
     pub fn wall_us(&self) -> u64 {
         WALL_START_US + (self.now - self.start).as_micros() as u64
     }
-}
-
-/// Recognisable TS-like payload: sync bytes and the sequence number in every packet.
-pub fn synthetic_payload(seq: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    for (i, pkt) in out.chunks_mut(188).enumerate() {
-        pkt[0] = 0x47;
-        pkt[4..12].copy_from_slice(&seq.to_be_bytes());
-        pkt[12] = i as u8;
-    }
-    out
 }
 
 /// The simulator's MPEG-TS source: one program, H.264 video on [`SyntheticTs::VIDEO_PID`]
@@ -678,5 +707,68 @@ mod tests {
             Some((SyntheticTs::VIDEO_PID, VideoCodec::H264))
         );
         assert_eq!(tracker.pcr_pid(), Some(SyntheticTs::VIDEO_PID));
+    }
+
+    fn one_receiver(stream: StreamSpec) -> Sim {
+        let nodes = vec![
+            NodeSpec::new(Role::Injector),
+            NodeSpec {
+                latency: Duration::from_millis(500),
+                join_at: Duration::from_millis(300),
+                ..NodeSpec::new(Role::Receiver)
+            },
+        ];
+        let mut sim = Sim::new(4, Duration::from_millis(1), stream, nodes);
+        sim.run_for(Duration::from_secs(10));
+        sim
+    }
+
+    #[test]
+    fn the_injector_node_is_fed_through_the_injector() {
+        let stream = StreamSpec {
+            piece_payload: 188 * 10,
+            piece_interval: Duration::from_millis(100),
+            keyframe_every: 4,
+            pieces: 30,
+            drop_seqs: vec![FIRST_SEQ + 21],
+        };
+        let sim = one_receiver(stream);
+        // One piece per interval, numbered from the epoch; the dropped one was made too.
+        let seqs: Vec<u64> = sim.injected.iter().map(|(s, _)| *s).collect();
+        let want: Vec<u64> = (FIRST_SEQ..FIRST_SEQ + 30)
+            .filter(|&s| s != FIRST_SEQ + 21)
+            .collect();
+        assert_eq!(seqs, want);
+        assert_eq!(sim.dropped.len(), 1);
+        assert_eq!(sim.dropped[0].0, FIRST_SEQ + 21);
+        assert_eq!(sim.injector().pieces_made(), 31);
+        assert!(sim.injector().is_finished());
+        assert_eq!(sim.injector().bytes_in(), 30 * 188 * 10);
+
+        let st = sim.status(1).unwrap();
+        assert_eq!(st.state, crate::swarm::State::Ended, "{st:?}");
+        let hook = st.hook_seq.unwrap();
+        assert_eq!((hook - FIRST_SEQ) % 4, 0, "hooked at a keyframe piece");
+        let mut keyframes = 0;
+        for d in sim.deliveries(1) {
+            if let Delivery::Data {
+                seq,
+                payload,
+                random_access,
+                ..
+            } = d
+            {
+                assert_eq!(Some(payload), sim.injected_payload(*seq));
+                assert_eq!(
+                    *random_access,
+                    (seq - FIRST_SEQ).is_multiple_of(4),
+                    "piece {seq}"
+                );
+                keyframes += usize::from(*random_access);
+            }
+        }
+        assert!(keyframes >= 5);
+        assert_eq!(sim.output(1), &sim.expected_from(hook)[..]);
+        assert!(matches!(sim.deliveries(1).last(), Some(Delivery::End)));
     }
 }
