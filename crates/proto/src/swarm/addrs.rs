@@ -83,9 +83,15 @@ impl AddrBook {
         self.entries.remove(&addr);
     }
 
-    /// A connection to (or from) the peer listening at `addr` is up: do not dial it.
+    /// A connection to (or from) the peer listening at `addr` is up: do not dial it. An
+    /// address told by an inbound peer is remembered only while there is room, so peers that
+    /// claim ever new ports cannot grow the book.
     pub fn mark_connected(&mut self, addr: SocketAddr) {
-        self.entries.entry(addr).or_default().busy = true;
+        if self.add(addr)
+            && let Some(e) = self.entries.get_mut(&addr)
+        {
+            e.busy = true;
+        }
     }
 
     /// A dial we made failed: back off, and forget an address that keeps failing.
@@ -197,6 +203,11 @@ mod tests {
         book.mark_own(addr(2));
         assert!(!book.add(addr(2)));
         assert_eq!(book.len(), 2);
+        // Listen addresses that connected peers claim are bounded too.
+        for i in 10..20 {
+            book.mark_connected(addr(i));
+        }
+        assert_eq!(book.len(), 3);
     }
 
     #[test]
