@@ -566,8 +566,7 @@ impl Swarm {
     /// Hands the touched peers' queued bytes to the driver and re-files their deadlines.
     fn flush(&mut self) {
         let now = self.now;
-        let touched = self.peers.take_touched();
-        for &id in &touched {
+        for id in self.peers.touched() {
             let p = self.peers.get_mut(id).unwrap();
             if !p.outbox.is_empty() {
                 let data = p.outbox.split().freeze();
@@ -575,7 +574,6 @@ impl Swarm {
                 self.outputs.push_back(Output::Transmit { peer: id, data });
             }
         }
-        // The flush moved `last_sent`, and with it the keep-alive deadline.
         self.peers.take_touched();
     }
 }

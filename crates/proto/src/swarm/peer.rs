@@ -261,6 +261,11 @@ impl PeerTable {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
+    /// The peers touched by the current event, in id order.
+    pub fn touched(&self) -> Vec<PeerId> {
+        self.touched.iter().copied().collect()
+    }
+
     /// The peers touched since the last call, in id order; their deadlines are re-filed.
     pub fn take_touched(&mut self) -> Vec<PeerId> {
         let touched = std::mem::take(&mut self.touched);
