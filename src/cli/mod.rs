@@ -3,6 +3,7 @@
 mod demo;
 mod receive;
 mod roles;
+mod simulate;
 
 pub(crate) use receive::player_settings as receive_player_settings;
 
@@ -76,6 +77,9 @@ enum Command {
     /// Check this machine for what a role needs (GStreamer elements, decoders, display,
     /// sound, LEDs, config, network); exits 1 if something needed is missing.
     Doctor(DoctorArgs),
+    /// Simulate a whole audience in virtual time with the real core and injector; prints a
+    /// summary, writes a JSON report and charts with --out.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -264,6 +268,9 @@ pub fn main() -> ExitCode {
     if let Command::Doctor(args) = &cli.command {
         return doctor(args);
     }
+    if let Command::Simulate(args) = &cli.command {
+        return simulate::main(args);
+    }
     // The appliance's config names its own log level, so it is read before logging starts.
     let startup = match &cli.command {
         Command::Receive(args) if args.config.is_some() => Some(
@@ -342,7 +349,7 @@ async fn run(
             println!("tracker on http://{}/announce", listener.local_addr()?);
             crate::net::tracker_server::serve(listener, Default::default()).await
         }
-        Command::CheckConfig { .. } | Command::Doctor(_) => {
+        Command::CheckConfig { .. } | Command::Doctor(_) | Command::Simulate(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Demo(args) => demo::demo(args).await,

@@ -15,15 +15,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::SigningKey;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::inject::Injector;
 use crate::inject::packetizer::DEFAULT_FLUSH_AFTER;
-use crate::inject::ts::build::{packet, pat_section, pmt_section, psi_packet};
-use crate::inject::ts::{PACKET_SIZE, PCR_HZ, PCR_WRAP};
 use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
 use crate::torrent::InfoHash;
+
+pub mod scenario;
+mod synthetic;
+pub use synthetic::SyntheticTs;
 
 pub type NodeId = usize;
 
@@ -37,6 +41,17 @@ pub struct NodeSpec {
     pub join_at: Duration,
     /// A hostile node: every piece it sends has one payload byte flipped.
     pub corrupts_pieces: bool,
+    /// The node's own share of every link's one-way delay (its access network); a link's
+    /// delay is the sum of its two ends'. `None`: half the simulation's `one_way`.
+    pub one_way: Option<Duration>,
+    /// Whether others can connect to it (false: behind a NAT or firewall; it only dials out).
+    pub dialable: bool,
+    /// Leaves the swarm then (its connections close), if ever.
+    pub leave_at: Option<Duration>,
+    /// TCP segment loss on its access link, 0 to 1.
+    pub loss: f64,
+    /// Always serve and feed the seedboxes first (the injector's `--trusted`).
+    pub trusts_seeds: bool,
 }
 
 impl NodeSpec {
@@ -48,6 +63,11 @@ impl NodeSpec {
             link_rate: None,
             join_at: Duration::ZERO,
             corrupts_pieces: false,
+            one_way: None,
+            dialable: true,
+            leave_at: None,
+            loss: 0.0,
+            trusts_seeds: false,
         }
     }
 }
@@ -80,6 +100,34 @@ struct Node {
     output: Vec<u8>,
     deliveries: Vec<Delivery>,
     first_transmit_done: HashMap<PeerId, bool>,
+    /// Per connection: when its TCP send window lets the next bytes go, and when its last
+    /// bytes arrive (TCP delivers in order).
+    conn_free_at: HashMap<PeerId, Instant>,
+    conn_last_arrival: HashMap<PeerId, Instant>,
+    /// Output delay behind the injector's clock, one count per data piece, in DELAY_BUCKET
+    /// steps (the last bucket holds everything beyond).
+    delays: Vec<u32>,
+    /// The status the node had when it left.
+    left_with: Option<SwarmStatus>,
+}
+
+/// Resolution and range of the per-node delay histogram.
+pub const DELAY_BUCKET: Duration = Duration::from_millis(20);
+const DELAY_BUCKETS: usize = 1000;
+/// TCP's maximum segment size, for the loss model.
+const MSS: f64 = 1460.0;
+/// How long a dial to an address that drops it (not dialable) takes to fail.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// A tracker that answers each announce with a random sample of the peers that are up.
+#[derive(Clone, Copy, Debug)]
+pub struct TrackerSpec {
+    /// Peers per answer at most (real trackers send 50 by default).
+    pub sample: usize,
+    /// Time from a node's start to its first answer.
+    pub delay: Duration,
+    /// How often a node announces again.
+    pub every: Duration,
 }
 
 #[derive(Debug)]
@@ -99,6 +147,13 @@ enum Event {
         to: NodeId,
         conn: PeerId,
     },
+    /// A dial to an address that never answers gives up.
+    ConnectFailed {
+        from: NodeId,
+        to: SocketAddr,
+    },
+    Announce(NodeId),
+    Leave(NodeId),
     /// The `n`-th piece interval: `piece_payload` bytes of TS into the injector; at
     /// `n == pieces`, the end of input.
     Inject(u64),
@@ -124,6 +179,15 @@ pub struct Sim {
     one_way: Duration,
     seed: u64,
     pub events_run: u64,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    /// Nodes that are up, for the tracker (with each one's place in the list).
+    up: Vec<NodeId>,
+    up_at: HashMap<NodeId, usize>,
+    tracker: Option<TrackerSpec>,
+    /// Draws of the network model (loss) and the tracker: seeded, so runs replay.
+    rng: ChaCha8Rng,
+    /// Keep every node's output bytes and deliveries (tests); off for large runs.
+    record_output: bool,
 }
 
 /// Virtual wall clock: microseconds since the Unix epoch at simulation start.
@@ -165,6 +229,12 @@ impl Sim {
             one_way,
             seed,
             events_run: 0,
+            by_addr: HashMap::new(),
+            up: Vec::new(),
+            up_at: HashMap::new(),
+            tracker: None,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x51a1),
+            record_output: true,
         };
         for (i, spec) in nodes.into_iter().enumerate() {
             let addr = SocketAddr::new(
@@ -172,6 +242,10 @@ impl Sim {
                 6881,
             );
             let join = start + spec.join_at;
+            if let Some(leave) = spec.leave_at {
+                sim.schedule(start + leave.max(spec.join_at), Event::Leave(i));
+            }
+            sim.by_addr.insert(addr, i);
             sim.nodes.push(Node {
                 spec,
                 swarm: None,
@@ -182,6 +256,10 @@ impl Sim {
                 output: Vec::new(),
                 deliveries: Vec::new(),
                 first_transmit_done: HashMap::new(),
+                conn_free_at: HashMap::new(),
+                conn_last_arrival: HashMap::new(),
+                delays: Vec::new(),
+                left_with: None,
             });
             sim.schedule(join, Event::Join(i));
         }
@@ -190,6 +268,25 @@ impl Sim {
             sim.schedule(at, Event::Inject(n));
         }
         sim
+    }
+
+    /// Peers learn of each other from a tracker that samples the peers that are up, instead
+    /// of every node being told of everyone who joined before it.
+    pub fn with_tracker(mut self, tracker: TrackerSpec) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// Whether to keep every node's output bytes and deliveries (default on).
+    pub fn record_output(mut self, on: bool) -> Self {
+        self.record_output = on;
+        self
+    }
+
+    /// One link's one-way delay: the sum of its ends' access delays.
+    fn link_delay(&self, i: NodeId, j: NodeId) -> Duration {
+        let half = |n: &Node| n.spec.one_way.unwrap_or(self.one_way / 2);
+        half(&self.nodes[i]) + half(&self.nodes[j])
     }
 
     fn schedule(&mut self, at: Instant, ev: Event) {
@@ -232,18 +329,85 @@ impl Sim {
                 id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
                 config.peer_id = id;
                 config.self_addrs = vec![self.nodes[i].addr];
+                if self.nodes[i].spec.trusts_seeds {
+                    config.trusted = (self.nodes.iter())
+                        .filter(|n| n.spec.role == Role::Seed)
+                        .map(|n| n.addr)
+                        .collect();
+                }
                 let mut swarm = Swarm::new(config, now);
-                // The tracker: everyone who joined before.
-                let addrs: Vec<SocketAddr> = self
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, n)| *j != i && n.swarm.is_some())
-                    .map(|(_, n)| n.addr)
-                    .collect();
-                swarm.handle(now, Input::PeerAddrs(addrs));
+                match self.tracker {
+                    Some(t) => self.schedule(now + t.delay, Event::Announce(i)),
+                    None => {
+                        // Everyone who joined before.
+                        let addrs: Vec<SocketAddr> =
+                            self.up.iter().map(|&j| self.nodes[j].addr).collect();
+                        swarm.handle(now, Input::PeerAddrs(addrs));
+                    }
+                }
+                self.up_at.insert(i, self.up.len());
+                self.up.push(i);
                 self.nodes[i].swarm = Some(swarm);
                 self.drain(i);
+            }
+            Event::Announce(i) => {
+                let (Some(t), true) = (self.tracker, self.nodes[i].swarm.is_some()) else {
+                    return;
+                };
+                let mut addrs = Vec::with_capacity(t.sample);
+                if self.up.len() <= t.sample + 1 {
+                    addrs.extend(
+                        self.up
+                            .iter()
+                            .filter(|&&j| j != i)
+                            .map(|&j| self.nodes[j].addr),
+                    );
+                } else {
+                    while addrs.len() < t.sample {
+                        let j = self.up[self.rng.random_range(0..self.up.len())];
+                        let a = self.nodes[j].addr;
+                        if j != i && !addrs.contains(&a) {
+                            addrs.push(a);
+                        }
+                    }
+                }
+                self.nodes[i]
+                    .swarm
+                    .as_mut()
+                    .unwrap()
+                    .handle(now, Input::PeerAddrs(addrs));
+                self.drain(i);
+                self.schedule(now + t.every, Event::Announce(i));
+            }
+            Event::Leave(i) => {
+                let Some(swarm) = self.nodes[i].swarm.take() else {
+                    return;
+                };
+                self.nodes[i].left_with = Some(swarm.status(now));
+                if let Some(pos) = self.up_at.remove(&i) {
+                    self.up.swap_remove(pos);
+                    if let Some(&moved) = self.up.get(pos) {
+                        self.up_at.insert(moved, pos);
+                    }
+                }
+                let conns: Vec<(NodeId, PeerId)> =
+                    self.nodes[i].conns.drain().map(|(_, c)| c).collect();
+                for (j, remote) in conns {
+                    let at = now + self.link_delay(i, j);
+                    self.schedule(
+                        at,
+                        Event::Closed {
+                            to: j,
+                            conn: remote,
+                        },
+                    );
+                }
+            }
+            Event::ConnectFailed { from, to } => {
+                if let Some(s) = self.nodes[from].swarm.as_mut() {
+                    s.handle(now, Input::ConnectFailed(to));
+                    self.drain(from);
+                }
             }
             Event::Timer(i, generation) => {
                 if self.nodes[i].timer_gen == generation
@@ -254,10 +418,22 @@ impl Sim {
                 }
             }
             Event::Connect { from, to } => {
+                if self.nodes[from].swarm.is_none() {
+                    return;
+                }
                 let target = self
-                    .nodes
-                    .iter()
-                    .position(|n| n.addr == to && n.swarm.is_some());
+                    .by_addr
+                    .get(&to)
+                    .copied()
+                    .filter(|&j| self.nodes[j].swarm.is_some());
+                if let Some(j) = target
+                    && !self.nodes[j].spec.dialable
+                {
+                    // Dropped by a NAT or firewall: the dial times out.
+                    let at = now + UNREACHABLE_AFTER.saturating_sub(self.link_delay(from, j) * 2);
+                    self.schedule(at, Event::ConnectFailed { from, to });
+                    return;
+                }
                 let Some(j) = target else {
                     if let Some(s) = self.nodes[from].swarm.as_mut() {
                         s.handle(now, Input::ConnectFailed(to));
@@ -283,7 +459,7 @@ impl Sim {
                     }
                     // Refused: the dialler sees the connection close.
                     Err(_) => {
-                        let at = now + self.one_way;
+                        let at = now + self.link_delay(from, j);
                         self.schedule(at, Event::Closed { to: from, conn: a });
                         self.nodes[from].conns.insert(a, (j, 0));
                     }
@@ -292,7 +468,7 @@ impl Sim {
                 self.drain(j);
             }
             Event::Data { to, conn, data } => {
-                if self.nodes[to].conns.contains_key(&conn) {
+                if self.nodes[to].swarm.is_some() && self.nodes[to].conns.contains_key(&conn) {
                     self.nodes[to]
                         .swarm
                         .as_mut()
@@ -302,7 +478,9 @@ impl Sim {
                 }
             }
             Event::Closed { to, conn } => {
-                if self.nodes[to].conns.remove(&conn).is_some() {
+                if self.nodes[to].swarm.is_some() && self.nodes[to].conns.remove(&conn).is_some() {
+                    self.nodes[to].conn_free_at.remove(&conn);
+                    self.nodes[to].conn_last_arrival.remove(&conn);
                     self.nodes[to]
                         .swarm
                         .as_mut()
@@ -372,16 +550,7 @@ impl Sim {
                     } else {
                         data
                     };
-                    // Serialise on the sender's link, then add the propagation delay.
-                    let node = &mut self.nodes[i];
-                    let start = node.link_free_at.max(now);
-                    let tx = node
-                        .spec
-                        .link_rate
-                        .map(|r| Duration::from_secs_f64(data.len() as f64 / r as f64))
-                        .unwrap_or_default();
-                    node.link_free_at = start + tx;
-                    let at = start + tx + self.one_way;
+                    let at = self.arrival(i, peer, j, data.len());
                     self.schedule(
                         at,
                         Event::Data {
@@ -392,12 +561,18 @@ impl Sim {
                     );
                 }
                 Output::Connect(addr) => {
-                    let at = now + self.one_way * 2;
+                    let rtt = match self.by_addr.get(&addr) {
+                        Some(&j) => self.link_delay(i, j) * 2,
+                        None => self.one_way * 2,
+                    };
+                    let at = now + rtt;
                     self.schedule(at, Event::Connect { from: i, to: addr });
                 }
                 Output::Disconnect { peer, .. } => {
                     if let Some((j, remote)) = self.nodes[i].conns.remove(&peer) {
-                        let at = now + self.one_way;
+                        self.nodes[i].conn_free_at.remove(&peer);
+                        self.nodes[i].conn_last_arrival.remove(&peer);
+                        let at = now + self.link_delay(i, j);
                         self.schedule(
                             at,
                             Event::Closed {
@@ -408,10 +583,23 @@ impl Sim {
                     }
                 }
                 Output::Deliver(d) => {
-                    if let Delivery::Data { payload, .. } = &d {
-                        self.nodes[i].output.extend_from_slice(payload);
+                    let wall_us = self.wall_us();
+                    let node = &mut self.nodes[i];
+                    if let Delivery::Data { timestamp_us, .. } = &d {
+                        let delay = Duration::from_micros(wall_us.saturating_sub(*timestamp_us));
+                        let bucket = ((delay.as_micros() / DELAY_BUCKET.as_micros()) as usize)
+                            .min(DELAY_BUCKETS - 1);
+                        if node.delays.len() <= bucket {
+                            node.delays.resize(bucket + 1, 0);
+                        }
+                        node.delays[bucket] += 1;
                     }
-                    self.nodes[i].deliveries.push(d);
+                    if self.record_output {
+                        if let Delivery::Data { payload, .. } = &d {
+                            node.output.extend_from_slice(payload);
+                        }
+                        node.deliveries.push(d);
+                    }
                 }
             }
         }
@@ -422,8 +610,69 @@ impl Sim {
         }
     }
 
+    /// When `len` bytes node `i` sends on connection `peer` (to node `j`) arrive: after its
+    /// uplink and the connection's TCP rate let them go, the link's delay, and, if a segment
+    /// is lost, one more round trip (fast retransmit). Under loss a connection's rate is
+    /// TCP's (Mathis et al.: MSS / RTT × 1.22 / √p). In order per connection, as TCP is.
+    fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> Instant {
+        let now = self.now;
+        let link = self.link_delay(i, j);
+        let loss = 1.0 - (1.0 - self.nodes[i].spec.loss) * (1.0 - self.nodes[j].spec.loss);
+        let rtt = (link * 2).max(Duration::from_millis(1));
+        let lost = loss > 0.0 && {
+            let segments = (len as f64 / MSS).ceil() as i32;
+            self.rng.random::<f64>() >= (1.0 - loss).powi(segments)
+        };
+        let node = &mut self.nodes[i];
+        let free = node.conn_free_at.get(&peer).copied().unwrap_or(now);
+        let start = node.link_free_at.max(free).max(now);
+        let tx = |rate: f64| Duration::from_secs_f64(len as f64 / rate);
+        let uplink = node
+            .spec
+            .link_rate
+            .map(|r| tx(r as f64))
+            .unwrap_or_default();
+        let window = if loss > 0.0 {
+            tx(MSS / rtt.as_secs_f64() * 1.22 / loss.sqrt())
+        } else {
+            Duration::ZERO
+        };
+        node.link_free_at = start + uplink;
+        node.conn_free_at.insert(peer, start + uplink.max(window));
+        let mut at = start + uplink.max(window) + link;
+        if lost {
+            at += rtt;
+        }
+        let last = node.conn_last_arrival.entry(peer).or_insert(at);
+        at = at.max(*last);
+        *last = at;
+        at
+    }
+
+    /// Node `i`'s output delays behind the injector's clock: a count of data pieces per
+    /// DELAY_BUCKET (bucket `k` holds delays from `k` to `k + 1` buckets).
+    pub fn delays(&self, i: NodeId) -> &[u32] {
+        &self.nodes[i].delays
+    }
+
+    pub fn is_up(&self, i: NodeId) -> bool {
+        self.nodes[i].swarm.is_some()
+    }
+
+    pub fn spec(&self, i: NodeId) -> &NodeSpec {
+        &self.nodes[i].spec
+    }
+
+    pub fn stream(&self) -> &StreamSpec {
+        &self.stream
+    }
+
+    /// The node's status now, or as it was when it left.
     pub fn status(&self, i: NodeId) -> Option<SwarmStatus> {
-        self.nodes[i].swarm.as_ref().map(|s| s.status(self.now))
+        match &self.nodes[i].swarm {
+            Some(s) => Some(s.status(self.now)),
+            None => self.nodes[i].left_with.clone(),
+        }
     }
 
     pub fn output(&self, i: NodeId) -> &[u8] {
@@ -467,168 +716,6 @@ impl Sim {
     pub fn wall_us(&self) -> u64 {
         WALL_START_US + (self.now - self.start).as_micros() as u64
     }
-}
-
-/// The simulator's MPEG-TS source: one program, H.264 video on [`SyntheticTs::VIDEO_PID`]
-/// (also the PCR PID) and AAC audio on [`SyntheticTs::AUDIO_PID`], made chunk by chunk, one
-/// chunk per piece interval, each chunk `piece_payload / 188` whole packets:
-///
-/// ```text
-/// keyframe chunk: PAT | PMT | video PES start (RAI, PCR; AUD SPS PPS IDR) | video ... | audio PES
-/// other chunks:              video PES start (PCR; AUD, non-IDR slice)    | video ... | audio PES
-/// ```
-///
-/// Every `keyframe_every`-th chunk (from the first) is a keyframe chunk; the packetizer finds
-/// its keyframe both by the adaptation field's random_access_indicator and by the IDR NAL
-/// unit, and cuts exactly one piece per chunk (a chunk fills a piece), so piece `n` is chunk
-/// `n` and is random-access when `n` is a multiple of `keyframe_every`. Continuity counters
-/// run per PID, the PCR and PTS follow the chunk's time, and every video packet carries the
-/// chunk number and its index in the chunk, so no two chunks are alike.
-#[derive(Debug, Clone)]
-pub struct SyntheticTs {
-    packets: usize,
-    keyframe_every: u64,
-    interval: Duration,
-    chunk: u64,
-    /// Continuity counters of PAT, PMT, video, audio.
-    cc: [u8; 4],
-}
-
-impl SyntheticTs {
-    pub const PMT_PID: u16 = 0x1000;
-    pub const VIDEO_PID: u16 = 0x100;
-    pub const AUDIO_PID: u16 = 0x101;
-
-    /// Chunks of `piece_payload` bytes rounded down to whole packets (at least 3: PAT, PMT
-    /// and the keyframe's first packet), one every `interval`.
-    pub fn new(piece_payload: usize, keyframe_every: u64, interval: Duration) -> Self {
-        let packets = piece_payload / PACKET_SIZE;
-        assert!(
-            packets >= 3,
-            "a piece of {piece_payload} bytes cannot hold PAT, PMT and a keyframe packet"
-        );
-        SyntheticTs {
-            packets,
-            keyframe_every,
-            interval,
-            chunk: 0,
-            cc: [0; 4],
-        }
-    }
-
-    /// Bytes of every chunk.
-    pub fn chunk_len(&self) -> usize {
-        self.packets * PACKET_SIZE
-    }
-
-    /// Chunks made so far.
-    pub fn chunks_made(&self) -> u64 {
-        self.chunk
-    }
-
-    /// The TS of the next piece interval.
-    pub fn next_chunk(&mut self) -> Vec<u8> {
-        let n = self.chunk;
-        self.chunk += 1;
-        let keyframe = n.is_multiple_of(self.keyframe_every);
-        let t = self.interval.as_nanos() * u128::from(n);
-        // 27 MHz PCR; PTS (90 kHz) 100 ms ahead of it, the decoder's buffer.
-        let pcr = (t * u128::from(PCR_HZ) / 1_000_000_000) as u64 % PCR_WRAP;
-        let pts = (pcr / 300 + 9_000) & ((1 << 33) - 1);
-        let mut out = Vec::with_capacity(self.chunk_len());
-        let mut room = self.packets;
-
-        if keyframe {
-            let pat = psi_packet(0, &pat_section(Self::PMT_PID));
-            let pmt = psi_packet(
-                Self::PMT_PID,
-                &pmt_section(
-                    Self::VIDEO_PID,
-                    &[(0x1b, Self::VIDEO_PID), (0x0f, Self::AUDIO_PID)],
-                ),
-            );
-            out.extend_from_slice(&self.counted(0, pat));
-            out.extend_from_slice(&self.counted(1, pmt));
-            room -= 2;
-        }
-
-        // The access unit's first packet: PES header, then the NAL units that tell an IDR
-        // picture (SPS, PPS, IDR slice) from another one (non-IDR slice).
-        let mut pes = vec![0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5];
-        pes.extend_from_slice(&pts_bytes(pts));
-        pes.extend_from_slice(&[0, 0, 0, 1, 0x09, if keyframe { 0x10 } else { 0x30 }]);
-        if keyframe {
-            pes.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80]);
-            pes.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
-            pes.extend_from_slice(&[0, 0, 1, 0x65, 0x88, 0x84]);
-        } else {
-            pes.extend_from_slice(&[0, 0, 1, 0x41, 0x9a, 0x02]);
-        }
-        pes.extend_from_slice(&tag(n, 0));
-        let flags = if keyframe { 0x40 } else { 0 };
-        let start = packet(Self::VIDEO_PID, true, Some((flags, Some(pcr))), &pes);
-        out.extend_from_slice(&self.counted(2, start));
-        room -= 1;
-
-        // The rest of the picture, and one audio frame to end the chunk.
-        let audio = room > 0;
-        let video = room.saturating_sub(1);
-        for i in 1..=video {
-            let mut body = [0x5a; 184];
-            body[..10].copy_from_slice(&tag(n, i as u16));
-            let pkt = packet(Self::VIDEO_PID, false, None, &body);
-            out.extend_from_slice(&self.counted(2, pkt));
-        }
-        if audio {
-            let mut pes = vec![0, 0, 1, 0xc0, 0, 0, 0x80, 0x80, 5];
-            pes.extend_from_slice(&pts_bytes(pts));
-            // An ADTS header (AAC-LC, 48 kHz, stereo) and a frame tagged like the video.
-            let frame = 7 + 10 + 16;
-            pes.extend_from_slice(&[
-                0xff,
-                0xf1,
-                0x4c,
-                0x80,
-                (frame >> 3) as u8,
-                ((frame & 7) << 5) as u8 | 0x1f,
-                0xfc,
-            ]);
-            pes.extend_from_slice(&tag(n, u16::MAX));
-            pes.extend_from_slice(&[0x21; 16]);
-            let len = pes.len() - 6;
-            pes[4..6].copy_from_slice(&(len as u16).to_be_bytes());
-            let pkt = packet(Self::AUDIO_PID, true, None, &pes);
-            out.extend_from_slice(&self.counted(3, pkt));
-        }
-        debug_assert_eq!(out.len(), self.chunk_len());
-        out
-    }
-
-    /// Sets the packet's continuity counter from the PID's counter `which`.
-    fn counted(&mut self, which: usize, mut pkt: [u8; PACKET_SIZE]) -> [u8; PACKET_SIZE] {
-        pkt[3] = pkt[3] & 0xf0 | self.cc[which];
-        self.cc[which] = (self.cc[which] + 1) & 0x0f;
-        pkt
-    }
-}
-
-/// Chunk number and packet index, to tell every packet of the stream apart.
-fn tag(chunk: u64, index: u16) -> [u8; 10] {
-    let mut t = [0u8; 10];
-    t[..8].copy_from_slice(&chunk.to_be_bytes());
-    t[8..].copy_from_slice(&index.to_be_bytes());
-    t
-}
-
-/// A PES PTS field ('0010' prefix, marker bits).
-fn pts_bytes(pts: u64) -> [u8; 5] {
-    [
-        0x21 | ((pts >> 29) & 0x0e) as u8,
-        (pts >> 22) as u8,
-        ((pts >> 14) & 0xfe) as u8 | 1,
-        (pts >> 7) as u8,
-        ((pts << 1) & 0xfe) as u8 | 1,
-    ]
 }
 
 /// Flips a payload byte of every piece message in a run of outgoing wire bytes.

@@ -1,0 +1,457 @@
+//! Scenarios: an audience described by distributions (round trips, upload, loss, peers that
+//! cannot be dialled, churn), turned into a seeded [`Sim`] and, after the run, a [`Report`]
+//! with per-peer figures and a summary. `nordlys simulate SCENARIO.toml` reads one.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{DELAY_BUCKET, NodeSpec, Sim, StreamSpec, TrackerSpec};
+use crate::swarm::Role;
+
+/// Every knob, with the defaults of a small concert. Ranges are `[low, high]`, drawn
+/// uniformly per peer.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub seed: u64,
+    /// Length of the stream; the run goes on a few seconds after it, for the last pieces.
+    pub duration_s: f64,
+    pub bitrate_kbit: u32,
+    /// MPEG-TS bytes per piece (whole 188-byte packets).
+    pub piece_bytes: usize,
+    pub keyframe_every_s: f64,
+    /// Receivers' target latency (`--latency`).
+    pub latency_ms: u64,
+    pub receivers: usize,
+    /// Receivers join spread evenly over `join_over_s` from `join_from_s` on (a flash crowd
+    /// into a running stream).
+    pub join_from_s: f64,
+    pub join_over_s: f64,
+    /// Round trip between two peers (each peer's access network takes half of it).
+    pub rtt_ms: [f64; 2],
+    /// TCP segment loss on every receiver's access link.
+    pub loss: f64,
+    /// Share of receivers that cannot be dialled (they only dial out).
+    pub not_dialable: f64,
+    /// Share of receivers with no upload at all.
+    pub no_upload: f64,
+    /// Mean upload of all receivers, in multiples of the bitrate (those with none count 0).
+    pub upload_x: f64,
+    /// Share of receivers that leave before the end, at a uniformly drawn time.
+    pub churn: f64,
+    pub seedboxes: usize,
+    pub seedbox_upload_x: f64,
+    /// The injector's upload cap, in multiples of the bitrate.
+    pub injector_upload_x: f64,
+    /// The tracker's answer: peers at most, how soon after a start, how often again.
+    pub tracker_sample: usize,
+    pub tracker_delay_ms: u64,
+    pub reannounce_s: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            seed: 1,
+            duration_s: 60.0,
+            bitrate_kbit: 3000,
+            piece_bytes: crate::torrent::DEFAULT_PIECE_LENGTH as usize,
+            keyframe_every_s: 1.0,
+            latency_ms: 2000,
+            receivers: 200,
+            join_from_s: 5.0,
+            join_over_s: 10.0,
+            rtt_ms: [20.0, 250.0],
+            loss: 0.0,
+            not_dialable: 0.0,
+            no_upload: 0.0,
+            upload_x: 1.5,
+            churn: 0.0,
+            seedboxes: 2,
+            seedbox_upload_x: 10.0,
+            injector_upload_x: 3.0,
+            tracker_sample: 50,
+            tracker_delay_ms: 200,
+            reannounce_s: 30,
+        }
+    }
+}
+
+/// Why a scenario cannot run.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// A seedbox's (and the injector's) access network: a data centre.
+const SERVER_ONE_WAY: Duration = Duration::from_millis(5);
+/// Control messages still leave a peer with no upload for pieces.
+const CONTROL_RATE: u64 = 8_000;
+/// A node's upload: the core paces piece payload to `bytes_per_sec` (its `--upload-limit`),
+/// on a link a quarter faster, so that what it sends does not queue up in the link and
+/// delay its requests (as a client that limits itself below its line does).
+fn set_upload(n: &mut NodeSpec, bytes_per_sec: f64) {
+    n.upload_limit = Some(bytes_per_sec as u64);
+    n.link_rate = Some((bytes_per_sec * 1.25) as u64 + CONTROL_RATE);
+}
+
+/// How long the run goes on after the stream's last piece.
+const TAIL: Duration = Duration::from_secs(5);
+
+impl Scenario {
+    fn check(&self) -> Result<(), ScenarioError> {
+        use ScenarioError::Invalid;
+        let share = |x: f64| (0.0..=1.0).contains(&x);
+        if !(self.duration_s > 0.0 && self.duration_s <= 24.0 * 3600.0) {
+            return Err(Invalid("duration_s must be above 0 and at most a day"));
+        }
+        if self.bitrate_kbit == 0 || self.piece_bytes < 188 * 3 || self.piece_bytes > 1 << 20 {
+            return Err(Invalid(
+                "bitrate_kbit must be above 0 and piece_bytes 564 to 1 MiB",
+            ));
+        }
+        if self.receivers > 100_000 || self.seedboxes > 1000 {
+            return Err(Invalid("at most 100,000 receivers and 1000 seedboxes"));
+        }
+        if ![self.loss, self.not_dialable, self.no_upload, self.churn]
+            .into_iter()
+            .all(share)
+            || self.loss >= 0.5
+        {
+            return Err(Invalid(
+                "loss (below 0.5), not_dialable, no_upload and churn are shares from 0 to 1",
+            ));
+        }
+        let [lo, hi] = self.rtt_ms;
+        if !(lo >= 0.0 && hi >= lo && hi <= 10_000.0) {
+            return Err(Invalid("rtt_ms must be [low, high] within 0 to 10000"));
+        }
+        let positive = [
+            self.upload_x,
+            self.seedbox_upload_x,
+            self.injector_upload_x,
+            self.keyframe_every_s,
+        ];
+        let times_ok = self.join_over_s >= 0.0 && self.join_from_s >= 0.0;
+        if !(positive.into_iter().all(|x| x.is_finite() && x > 0.0) && times_ok) {
+            return Err(Invalid(
+                "upload multiples and keyframe_every_s must be above 0, join_over_s not below",
+            ));
+        }
+        if self.tracker_sample == 0 || self.reannounce_s == 0 {
+            return Err(Invalid("tracker_sample and reannounce_s must be above 0"));
+        }
+        Ok(())
+    }
+
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.bitrate_kbit as f64 * 1000.0 / 8.0
+    }
+
+    /// How long the run lasts in virtual time.
+    pub fn run_time(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s) + TAIL
+    }
+
+    /// The seeded simulation: node 0 is the injector, then the seedboxes, then receivers.
+    pub fn build(&self) -> Result<Sim, ScenarioError> {
+        self.check()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let rate = self.bytes_per_sec();
+        let payload = self.piece_bytes / 188 * 188;
+        let interval = Duration::from_secs_f64(payload as f64 / rate);
+        let stream = StreamSpec {
+            piece_payload: payload,
+            piece_interval: interval,
+            keyframe_every: (self.keyframe_every_s / interval.as_secs_f64())
+                .round()
+                .max(1.0) as u64,
+            pieces: (self.duration_s / interval.as_secs_f64()).ceil() as u64,
+            drop_seqs: Vec::new(),
+        };
+        let server = |role: Role, upload_x: f64| {
+            let mut n = NodeSpec::new(role);
+            n.one_way = Some(SERVER_ONE_WAY);
+            set_upload(&mut n, upload_x * rate);
+            n
+        };
+        let mut injector = server(Role::Injector, self.injector_upload_x);
+        injector.trusts_seeds = true;
+        let mut nodes = vec![injector];
+        nodes.extend((0..self.seedboxes).map(|_| server(Role::Seed, self.seedbox_upload_x)));
+        // Those with upload share the mean among themselves, spread ±50 %.
+        let uploaders_x = self.upload_x / (1.0 - self.no_upload).max(1e-9);
+        let end = Duration::from_secs_f64(self.duration_s);
+        for k in 0..self.receivers {
+            let mut n = NodeSpec::new(Role::Receiver);
+            n.latency = Duration::from_millis(self.latency_ms);
+            n.join_at = Duration::from_secs_f64(
+                self.join_from_s + self.join_over_s * k as f64 / self.receivers.max(1) as f64,
+            );
+            let rtt = rng.random_range(self.rtt_ms[0]..=self.rtt_ms[1]);
+            n.one_way = Some(Duration::from_secs_f64(rtt / 4000.0));
+            n.loss = self.loss;
+            n.dialable = rng.random::<f64>() >= self.not_dialable;
+            if rng.random::<f64>() < self.no_upload {
+                n.upload_limit = Some(1);
+                n.link_rate = Some(CONTROL_RATE);
+            } else {
+                set_upload(&mut n, uploaders_x * rng.random_range(0.5..=1.5) * rate);
+            }
+            if rng.random::<f64>() < self.churn && end > n.join_at {
+                n.leave_at = Some(rng.random_range(n.join_at..end));
+            }
+            nodes.push(n);
+        }
+        let tracker = TrackerSpec {
+            sample: self.tracker_sample,
+            delay: Duration::from_millis(self.tracker_delay_ms),
+            every: Duration::from_secs(self.reannounce_s),
+        };
+        Ok(
+            Sim::new(self.seed, Duration::from_millis(10), stream, nodes)
+                .with_tracker(tracker)
+                .record_output(false),
+        )
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerReport {
+    pub node: usize,
+    pub role: Role,
+    pub dialable: bool,
+    /// Upload capacity, in multiples of the bitrate.
+    pub upload_x: f64,
+    /// This peer's share of a round trip, doubled: its typical round trip to others.
+    pub rtt_ms: f64,
+    pub joined_s: f64,
+    pub left_s: Option<f64>,
+    pub continuity: f64,
+    /// From joining to the first byte of stream out.
+    pub startup_ms: Option<u64>,
+    /// Output delay behind the injector's clock: median and 95th percentile.
+    pub delay_ms: Option<u64>,
+    pub delay_p95_ms: Option<u64>,
+    pub pieces_received: u64,
+    pub pieces_missed: u64,
+    /// Piece payload uploaded, in copies of the stream it saw.
+    pub upload_copies: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub receivers: usize,
+    /// Receivers with continuity at least 0.995 / 0.999, as a share of all receivers.
+    pub continuity_995: f64,
+    pub continuity_999: f64,
+    pub continuity_min: f64,
+    /// Payload bytes the injector uploaded, in copies of the stream.
+    pub origin_copies: f64,
+    pub seedbox_copies: f64,
+    pub startup_median_ms: Option<u64>,
+    pub startup_p95_ms: Option<u64>,
+    pub delay_median_ms: Option<u64>,
+    pub delay_p95_ms: Option<u64>,
+    /// Receivers that stayed at least STAY_TO_COUNT and never output anything.
+    pub never_started: usize,
+    pub sim_seconds: f64,
+    pub events: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub summary: Summary,
+    pub peers: Vec<PeerReport>,
+}
+
+/// A receiver that left sooner than this after joining is not counted as never started.
+const STAY_TO_COUNT: f64 = 3.0;
+
+/// The value at quantile `q` of a sorted list.
+fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(i).copied()
+}
+
+/// The delay at quantile `q` of a node's histogram, to the bucket's middle.
+fn hist_quantile(counts: &[u32], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().map(|&c| c as u64).sum();
+    if total == 0 {
+        return None;
+    }
+    let want = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    let bucket = counts.iter().position(|&c| {
+        seen += c as u64;
+        seen >= want
+    })?;
+    Some(((bucket as f64 + 0.5) * DELAY_BUCKET.as_secs_f64() * 1000.0) as u64)
+}
+
+impl Scenario {
+    /// The report of a finished run of this scenario.
+    pub fn report(&self, sim: &Sim) -> Report {
+        let rate = self.bytes_per_sec();
+        let stream_bytes = |span: f64| (rate * span).max(1.0);
+        let end_s = sim.elapsed().as_secs_f64().min(self.duration_s);
+        let mut peers = Vec::new();
+        for i in 0..sim.node_count() {
+            let spec = sim.spec(i);
+            let Some(st) = sim.status(i) else { continue };
+            let joined_s = spec.join_at.as_secs_f64();
+            let left_s = spec
+                .leave_at
+                .map(|t| t.as_secs_f64())
+                .filter(|&t| t < end_s);
+            let span = left_s.unwrap_or(end_s) - joined_s;
+            let one_way_ms = spec.one_way.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            peers.push(PeerReport {
+                node: i,
+                role: spec.role,
+                dialable: spec.dialable,
+                upload_x: spec.upload_limit.map_or(f64::INFINITY, |r| r as f64 / rate),
+                rtt_ms: one_way_ms * 4.0,
+                joined_s,
+                left_s,
+                continuity: st.continuity,
+                startup_ms: st.startup_ms,
+                delay_ms: hist_quantile(sim.delays(i), 0.5),
+                delay_p95_ms: hist_quantile(sim.delays(i), 0.95),
+                pieces_received: st.pieces_received,
+                pieces_missed: st.pieces_missed,
+                upload_copies: st.bytes_up as f64 / stream_bytes(span),
+            });
+        }
+        let receivers: Vec<&PeerReport> =
+            peers.iter().filter(|p| p.role == Role::Receiver).collect();
+        let n = receivers.len().max(1) as f64;
+        let share = |min: f64| receivers.iter().filter(|p| p.continuity >= min).count() as f64 / n;
+        let mut startups: Vec<u64> = receivers.iter().filter_map(|p| p.startup_ms).collect();
+        startups.sort_unstable();
+        let mut delays: Vec<u64> = receivers.iter().filter_map(|p| p.delay_ms).collect();
+        delays.sort_unstable();
+        let copies = |role: Role| {
+            peers
+                .iter()
+                .filter(|p| p.role == role)
+                .map(|p| p.upload_copies)
+                .sum::<f64>()
+        };
+        let summary = Summary {
+            receivers: receivers.len(),
+            continuity_995: share(0.995),
+            continuity_999: share(0.999),
+            continuity_min: receivers.iter().map(|p| p.continuity).fold(1.0, f64::min),
+            origin_copies: copies(Role::Injector),
+            seedbox_copies: copies(Role::Seed),
+            startup_median_ms: quantile(&startups, 0.5),
+            startup_p95_ms: quantile(&startups, 0.95),
+            delay_median_ms: quantile(&delays, 0.5),
+            delay_p95_ms: quantile(&delays, 0.95),
+            never_started: receivers
+                .iter()
+                .filter(|p| p.startup_ms.is_none())
+                .filter(|p| p.left_s.unwrap_or(end_s) - p.joined_s >= STAY_TO_COUNT)
+                .count(),
+            sim_seconds: sim.elapsed().as_secs_f64(),
+            events: sim.events_run,
+        };
+        Report {
+            scenario: self.clone(),
+            summary,
+            peers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(seed: u64) -> Scenario {
+        Scenario {
+            seed,
+            receivers: 40,
+            duration_s: 20.0,
+            join_over_s: 3.0,
+            not_dialable: 0.4,
+            no_upload: 0.2,
+            churn: 0.2,
+            ..Scenario::default()
+        }
+    }
+
+    fn run(sc: &Scenario) -> Report {
+        let mut sim = sc.build().unwrap();
+        sim.run_for(sc.run_time());
+        sc.report(&sim)
+    }
+
+    fn fingerprint(r: &Report) -> Vec<(u64, Option<u64>, Option<u64>, u64)> {
+        (r.peers.iter())
+            .map(|p| {
+                (
+                    p.continuity.to_bits(),
+                    p.startup_ms,
+                    p.delay_ms,
+                    p.pieces_received,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_crowd_behind_nats_without_upload_is_served_by_the_swarm() {
+        // 40 % cannot be dialled, 20 % upload nothing, 20 % leave early, round trips 20-250 ms.
+        let r = run(&small(1));
+        let s = &r.summary;
+        assert_eq!(s.receivers, 40);
+        assert_eq!(s.never_started, 0, "{s:?}");
+        // Where it stands today (2026-12-03): half the crowd at 0.995 or better, the worst
+        // above 0.75; the goal of 99 % at 0.995 is ahead (see README, "At scale").
+        assert!(s.continuity_995 >= 0.5 && s.continuity_min >= 0.7, "{s:?}");
+        assert!(
+            s.origin_copies <= 2.0,
+            "the swarm, not the origin, carries it: {s:?}"
+        );
+        assert!(s.delay_median_ms.unwrap() <= 2500, "{s:?}");
+        assert!(s.startup_median_ms.unwrap() <= 1500, "{s:?}");
+        let left = r.peers.iter().filter(|p| p.left_s.is_some()).count();
+        assert!(left > 0 && r.peers.iter().any(|p| !p.dialable));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let a = run(&small(7));
+        assert_eq!(fingerprint(&a), fingerprint(&run(&small(7))));
+        assert_ne!(fingerprint(&a), fingerprint(&run(&small(8))));
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused_with_the_reason() {
+        let bad = Scenario {
+            loss: 0.7,
+            ..Scenario::default()
+        };
+        assert!(matches!(bad.build(), Err(ScenarioError::Invalid(_))));
+        let bad = Scenario {
+            rtt_ms: [300.0, 20.0],
+            ..Scenario::default()
+        };
+        assert!(bad.build().is_err());
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let counts = [0, 2, 0, 2];
+        assert_eq!(hist_quantile(&counts, 0.5), Some(30));
+        assert_eq!(hist_quantile(&counts, 0.95), Some(70));
+        assert_eq!(hist_quantile(&[], 0.5), None);
+    }
+}

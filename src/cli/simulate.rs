@@ -1,0 +1,345 @@
+//! `nordlys simulate SCENARIO.toml`: the real core and injector for a whole audience, in
+//! virtual time (`nordlys_proto::sim::scenario`), with a JSON report and SVG charts.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::sim::scenario::{Report, Scenario};
+
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// Scenario file (TOML; every key is optional, see `scenarios/`).
+    pub scenario: PathBuf,
+    /// Write report.json and the charts (SVG) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also run the scenario with these audience sizes (receivers), for the chart of origin
+    /// copies versus audience size. Comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<usize>,
+    /// Use this seed instead of the file's.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Scenario files larger than this are refused before parsing.
+const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
+pub fn main(args: &SimulateArgs) -> ExitCode {
+    match simulate(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nordlys: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= MAX_SCENARIO_BYTES,
+        "{} is over 1 MiB",
+        path.display()
+    );
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a scenario", path.display()))
+}
+
+/// One run: the report, its wall time in seconds.
+fn run(sc: &Scenario) -> anyhow::Result<(Report, f64)> {
+    let t0 = Instant::now();
+    let mut sim = sc.build()?;
+    sim.run_for(sc.run_time());
+    Ok((sc.report(&sim), t0.elapsed().as_secs_f64()))
+}
+
+fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    let mut sc = read_scenario(&args.scenario)?;
+    if let Some(seed) = args.seed {
+        sc.seed = seed;
+    }
+    let (report, wall) = run(&sc)?;
+    print_summary(&report, wall);
+    let mut sweep = Vec::new();
+    for &receivers in &args.sweep {
+        let (r, wall) = run(&Scenario {
+            receivers,
+            ..sc.clone()
+        })?;
+        println!("--- {receivers} receivers");
+        print_summary(&r, wall);
+        sweep.push(r);
+    }
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &report, &sweep)?;
+        println!("wrote {}", dir.display());
+    }
+    Ok(())
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| format!("{v} ms"))
+}
+
+fn print_summary(r: &Report, wall: f64) {
+    let s = &r.summary;
+    println!(
+        "{} receivers, {:.0} s of stream at {} kbit/s (seed {})",
+        s.receivers, r.scenario.duration_s, r.scenario.bitrate_kbit, r.scenario.seed
+    );
+    println!(
+        "continuity >= 0.995: {:.1} % of receivers, >= 0.999: {:.1} %, worst {:.3}",
+        s.continuity_995 * 100.0,
+        s.continuity_999 * 100.0,
+        s.continuity_min
+    );
+    println!(
+        "origin upload {:.2} copies of the stream, seedboxes {:.2}",
+        s.origin_copies, s.seedbox_copies
+    );
+    println!(
+        "first byte out after joining: median {}, p95 {}; never started: {}",
+        ms(s.startup_median_ms),
+        ms(s.startup_p95_ms),
+        s.never_started
+    );
+    println!(
+        "delay behind the injector: median {}, p95 {}",
+        ms(s.delay_median_ms),
+        ms(s.delay_p95_ms)
+    );
+    println!(
+        "{:.0} s simulated in {wall:.1} s of wall time ({:.1}x real time), {} events, peak memory {}",
+        s.sim_seconds,
+        s.sim_seconds / wall.max(1e-9),
+        s.events,
+        peak_memory().map_or("unknown".into(), |kib| format!("{} MiB", kib / 1024)),
+    );
+}
+
+/// The process's peak resident memory in KiB (VmHWM).
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn write_outputs(dir: &Path, report: &Report, sweep: &[Report]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("report.json", serde_json::to_string_pretty(report)?)?;
+    let receivers: Vec<_> = (report.peers.iter())
+        .filter(|p| p.role == crate::swarm::Role::Receiver)
+        .collect();
+    let cdf = |values: Vec<f64>| {
+        let mut v = values;
+        v.sort_by(f64::total_cmp);
+        let n = v.len().max(1) as f64;
+        (v.iter().enumerate())
+            .map(|(i, &x)| (x, (i + 1) as f64 / n))
+            .collect::<Vec<_>>()
+    };
+    let continuity = cdf(receivers.iter().map(|p| p.continuity).collect());
+    write(
+        "continuity.svg",
+        chart(
+            "Continuity per receiver (share of receivers at or below)",
+            "continuity",
+            "share of receivers",
+            &[("receivers", continuity)],
+        ),
+    )?;
+    let startup = cdf(receivers
+        .iter()
+        .filter_map(|p| p.startup_ms.map(|v| v as f64))
+        .collect());
+    write(
+        "startup.svg",
+        chart(
+            "First byte out after joining",
+            "ms",
+            "share of receivers",
+            &[("receivers", startup)],
+        ),
+    )?;
+    let delay = cdf(receivers
+        .iter()
+        .filter_map(|p| p.delay_ms.map(|v| v as f64))
+        .collect());
+    write(
+        "delay.svg",
+        chart(
+            "Median delay behind the injector, per receiver",
+            "ms",
+            "share of receivers",
+            &[("receivers", delay)],
+        ),
+    )?;
+    if !sweep.is_empty() {
+        let mut all: Vec<&Report> = sweep.iter().chain([report]).collect();
+        all.sort_by_key(|r| r.summary.receivers);
+        let points = |f: fn(&Report) -> f64| {
+            (all.iter())
+                .map(|r| (r.summary.receivers as f64, f(r)))
+                .collect::<Vec<_>>()
+        };
+        write(
+            "origin-vs-audience.svg",
+            chart(
+                "Origin upload versus audience size",
+                "receivers",
+                "copies of the stream",
+                &[
+                    ("origin", points(|r| r.summary.origin_copies)),
+                    ("seedboxes", points(|r| r.summary.seedbox_copies)),
+                ],
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// A plain SVG line chart: axes with min and max marked, one polyline per series.
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 400.0;
+    const M: f64 = 60.0;
+    const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0.0f64, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y1) = (0.0, 1.0, 1.0);
+    }
+    if x1 - x0 < 1e-9 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1e-9 {
+        y1 = y0 + 1.0;
+    }
+    let sx = |x: f64| M + (x - x0) / (x1 - x0) * (W - 2.0 * M);
+    let sy = |y: f64| H - M - (y - y0) / (y1 - y0) * (H - 2.0 * M);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>
+<line x1="{M}" y1="{}" x2="{}" y2="{}" stroke="black"/>
+<line x1="{M}" y1="{M}" x2="{M}" y2="{}" stroke="black"/>
+<text x="{}" y="{}" text-anchor="middle">{}</text>
+<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>
+"#,
+        W / 2.0,
+        escape(title),
+        H - M,
+        W - M,
+        H - M,
+        H - M,
+        W / 2.0,
+        H - 16.0,
+        escape(x_label),
+        H / 2.0,
+        H / 2.0,
+        escape(y_label),
+    );
+    for (x, anchor) in [(x0, "start"), (x1, "end")] {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="{anchor}">{}</text>"#,
+            sx(x),
+            H - M + 16.0,
+            fmt_num(x)
+        );
+    }
+    for y in [y0, y1] {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            M - 6.0,
+            sy(y) + 4.0,
+            fmt_num(y)
+        );
+    }
+    for (k, (name, points)) in series.iter().enumerate() {
+        let colour = COLOURS[k % COLOURS.len()];
+        let path: Vec<String> = (points.iter())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" fill="{colour}">{}</text>"#,
+            W - M - 90.0,
+            M + 16.0 * k as f64,
+            escape(name)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_is_svg_with_one_polyline_per_series() {
+        let svg = chart(
+            "a <b>",
+            "x",
+            "y",
+            &[("one", vec![(0.0, 0.0), (1.0, 1.0)]), ("two", vec![])],
+        );
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("a &lt;b&gt;"));
+    }
+
+    #[test]
+    fn scenario_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "receivers = 5\nno_such_knob = 1\n").unwrap();
+        let err = format!("{:#}", read_scenario(&bad).unwrap_err());
+        assert!(err.contains("no_such_knob"), "{err}");
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "receivers = 5\nloss = 0.01\n").unwrap();
+        let sc = read_scenario(&good).unwrap();
+        assert_eq!((sc.receivers, sc.loss), (5, 0.01));
+    }
+}
