@@ -102,8 +102,8 @@ fn print_summary(r: &Report, wall: f64) {
         s.continuity_min
     );
     println!(
-        "origin upload {:.2} copies of the stream, seedboxes {:.2}",
-        s.origin_copies, s.seedbox_copies
+        "upload in copies of the stream: origin {:.2}, seedboxes {:.2}, receivers {:.2}",
+        s.origin_copies, s.seedbox_copies, s.receiver_copies
     );
     println!(
         "first byte out after joining: median {}, p95 {}; never started: {}",
@@ -203,6 +203,7 @@ fn write_outputs(dir: &Path, report: &Report, sweep: &[Report]) -> anyhow::Resul
                 &[
                     ("origin", points(|r| r.summary.origin_copies)),
                     ("seedboxes", points(|r| r.summary.seedbox_copies)),
+                    ("all receivers", points(|r| r.summary.receiver_copies)),
                 ],
             ),
         )?;
@@ -259,19 +260,23 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f64, f
         H / 2.0,
         escape(y_label),
     );
-    for (x, anchor) in [(x0, "start"), (x1, "end")] {
+    // Five ticks on each axis, with light grid lines.
+    for k in 0..=4 {
+        let f = k as f64 / 4.0;
+        let (x, y) = (x0 + f * (x1 - x0), y0 + f * (y1 - y0));
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="{anchor}">{}</text>"#,
+            r##"<line x1="{0:.1}" y1="{M}" x2="{0:.1}" y2="{1}" stroke="#ddd"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3}</text>"##,
             sx(x),
+            H - M,
             H - M + 16.0,
             fmt_num(x)
         );
-    }
-    for y in [y0, y1] {
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            r##"<line x1="{M}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{4}</text>"##,
+            sy(y),
+            W - M,
             M - 6.0,
             sy(y) + 4.0,
             fmt_num(y)
@@ -300,7 +305,7 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f64, f
 }
 
 fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e9 {
+    if v.abs() >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.3}")

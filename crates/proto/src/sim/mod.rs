@@ -97,6 +97,9 @@ struct Node {
     /// When the node's uplink is free again (serialisation of what it sends).
     link_free_at: Instant,
     timer_gen: u64,
+    /// The instant of the timer event now scheduled, so an unchanged deadline is not
+    /// scheduled again after every event.
+    timer_at: Option<Instant>,
     output: Vec<u8>,
     deliveries: Vec<Delivery>,
     first_transmit_done: HashMap<PeerId, bool>,
@@ -253,6 +256,7 @@ impl Sim {
                 conns: HashMap::new(),
                 link_free_at: start,
                 timer_gen: 0,
+                timer_at: None,
                 output: Vec::new(),
                 deliveries: Vec::new(),
                 first_transmit_done: HashMap::new(),
@@ -410,9 +414,11 @@ impl Sim {
                 }
             }
             Event::Timer(i, generation) => {
-                if self.nodes[i].timer_gen == generation
-                    && let Some(s) = self.nodes[i].swarm.as_mut()
+                let node = &mut self.nodes[i];
+                if node.timer_gen == generation
+                    && let Some(s) = node.swarm.as_mut()
                 {
+                    node.timer_at = None;
                     s.handle(now, Input::Timeout);
                     self.drain(i);
                 }
@@ -604,9 +610,13 @@ impl Sim {
             }
         }
         if let Some(at) = self.nodes[i].swarm.as_ref().and_then(|s| s.poll_timeout()) {
-            self.nodes[i].timer_gen += 1;
-            let generation = self.nodes[i].timer_gen;
-            self.schedule(at.max(now), Event::Timer(i, generation));
+            let at = at.max(now);
+            if self.nodes[i].timer_at != Some(at) {
+                self.nodes[i].timer_gen += 1;
+                self.nodes[i].timer_at = Some(at);
+                let generation = self.nodes[i].timer_gen;
+                self.schedule(at, Event::Timer(i, generation));
+            }
         }
     }
 

@@ -253,6 +253,8 @@ pub struct Summary {
     /// Payload bytes the injector uploaded, in copies of the stream.
     pub origin_copies: f64,
     pub seedbox_copies: f64,
+    /// What the receivers uploaded together, in copies of the stream.
+    pub receiver_copies: f64,
     pub startup_median_ms: Option<u64>,
     pub startup_p95_ms: Option<u64>,
     pub delay_median_ms: Option<u64>,
@@ -350,6 +352,7 @@ impl Scenario {
             continuity_min: receivers.iter().map(|p| p.continuity).fold(1.0, f64::min),
             origin_copies: copies(Role::Injector),
             seedbox_copies: copies(Role::Seed),
+            receiver_copies: copies(Role::Receiver),
             startup_median_ms: quantile(&startups, 0.5),
             startup_p95_ms: quantile(&startups, 0.95),
             delay_median_ms: quantile(&delays, 0.5),
