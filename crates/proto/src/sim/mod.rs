@@ -634,12 +634,8 @@ impl Sim {
             self.rng.random::<f64>() >= (1.0 - loss).powi(segments)
         };
         let node = &mut self.nodes[i];
-        let free = node.conn_free_at.get(&peer).copied().unwrap_or(now);
-        let start = node.link_free_at.max(free).max(now);
         let tx = |rate: f64| Duration::from_secs_f64(len as f64 / rate);
-        let uplink = node
-            .spec
-            .link_rate
+        let uplink = (node.spec.link_rate)
             .map(|r| tx(r as f64))
             .unwrap_or_default();
         let window = if loss > 0.0 {
@@ -647,9 +643,14 @@ impl Sim {
         } else {
             Duration::ZERO
         };
-        node.link_free_at = start + uplink;
-        node.conn_free_at.insert(peer, start + uplink.max(window));
-        let mut at = start + uplink.max(window) + link;
+        // The uplink is busy only while the bytes are on the wire; a connection held back by
+        // its TCP window waits in its own socket buffer, not in front of the others.
+        let on_wire = node.link_free_at.max(now) + uplink;
+        node.link_free_at = on_wire;
+        let free = node.conn_free_at.get(&peer).copied().unwrap_or(now);
+        let sent = free.max(now) + window;
+        node.conn_free_at.insert(peer, sent);
+        let mut at = on_wire.max(sent) + link;
         if lost {
             at += rtt;
         }

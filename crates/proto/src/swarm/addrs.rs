@@ -153,6 +153,9 @@ impl AddrBook {
         connected: &HashSet<SocketAddr>,
     ) -> Vec<SocketAddr> {
         self.changed = false;
+        if room == 0 {
+            return Vec::new();
+        }
         let mut ready: Vec<SocketAddr> = self
             .entries
             .iter()

@@ -186,6 +186,8 @@ impl Swarm {
             send_live(p, LiveMessage::Cancel { seq });
             self.stats.request_timeouts += 1;
             self.download.ended(seq, id);
+            self.timers
+                .set_earliest(Timer::Retry, now + peer::REFUSE_FOR);
         }
     }
 }

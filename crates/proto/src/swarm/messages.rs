@@ -181,6 +181,8 @@ impl Swarm {
                     p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64);
                     p.refuse(seq, now);
                     self.download.ended(seq, id);
+                    self.timers
+                        .set_earliest(Timer::Retry, now + peer::REFUSE_FOR);
                 }
             }
             LiveMessage::Piece(piece) => self.on_piece(id, piece),

@@ -204,14 +204,22 @@ enum Timer {
     Playout,
     /// The upload limit lets the next queued piece go.
     Upload,
+    /// A peer that failed a request may be asked for that piece again.
+    Retry,
 }
 
 #[derive(Debug, Default)]
-struct Timers([Option<Instant>; 5]);
+struct Timers([Option<Instant>; 6]);
 
 impl Timers {
     fn set(&mut self, t: Timer, at: Option<Instant>) {
         self.0[t as usize] = at;
+    }
+
+    /// Sets the timer to `at` unless it is set sooner already.
+    fn set_earliest(&mut self, t: Timer, at: Instant) {
+        let slot = &mut self.0[t as usize];
+        *slot = Some(slot.map_or(at, |old| old.min(at)));
     }
 
     fn is_due(&self, t: Timer, now: Instant) -> bool {
@@ -410,11 +418,11 @@ impl Swarm {
             self.announce_held();
             self.timers.set(Timer::Announce, Some(now + ANNOUNCE_TICK));
         }
-        self.hook_in();
-        if self.download.wants_pick() {
-            self.request_pieces();
+        if self.timers.is_due(Timer::Retry, now) {
+            self.timers.set(Timer::Retry, None);
+            self.download.need_pick();
         }
-        self.serve_requests();
+        self.hook_in();
         if self.cursor_lost() {
             tracing::warn!("the stream at our position is gone from every peer; hooking in again");
             if let Some(p) = self.role.playout_mut() {
@@ -422,7 +430,15 @@ impl Swarm {
             }
             self.hook_in();
         }
+        if self.download.wants_pick() {
+            self.request_pieces();
+        }
+        self.serve_requests();
         self.advance_playout();
+        // Playout may have moved the cursor: what is wanted next can be asked for now.
+        if self.download.wants_pick() {
+            self.request_pieces();
+        }
         if self.addrs.changed() || self.timers.is_due(Timer::Dial, now) {
             self.dial();
         }
@@ -474,14 +490,15 @@ impl Swarm {
     /// Opens connections while there is room, to addresses not dialled or backed off.
     fn dial(&mut self) {
         let room = self.config.max_peers.saturating_sub(self.peers.len());
+        if room == 0 {
+            // Full: nothing to dial until a connection ends (which marks the book changed).
+            self.addrs.take_dials(self.now, 0, &HashSet::new());
+            self.timers.set(Timer::Dial, None);
+            return;
+        }
         let listening: HashSet<SocketAddr> =
             self.peers.values().filter_map(|p| p.listen_addr).collect();
-        let dials = if room == 0 {
-            Vec::new()
-        } else {
-            self.addrs.take_dials(self.now, room, &listening)
-        };
-        for addr in dials {
+        for addr in self.addrs.take_dials(self.now, room, &listening) {
             self.outputs.push_back(Output::Connect(addr));
         }
         self.timers.set(Timer::Dial, self.addrs.next_dial(self.now));
@@ -520,8 +537,15 @@ impl Swarm {
         if let RoleState::Injector { asked, .. } = &mut self.role {
             *asked = asked.split_off(&start);
         }
-        // A receiver still needs pieces from its cursor on, held or not.
-        let floor = start.min(keep_from.unwrap_or(u64::MAX));
+        // A receiver still needs pieces from its cursor on, held or not; a seed from its
+        // backfill start (see `window_floor`).
+        let seed_from = match &self.role {
+            RoleState::Seed { from } => *from,
+            _ => None,
+        };
+        let floor = start
+            .min(keep_from.unwrap_or(u64::MAX))
+            .min(seed_from.unwrap_or(u64::MAX));
         if self.known.first_seq().is_some_and(|first| first < floor) {
             self.known.forget_below(floor);
             for (_, p) in self.peers.iter_mut() {

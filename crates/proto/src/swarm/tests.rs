@@ -492,3 +492,28 @@ fn an_unsorted_extended_handshake_is_accepted() {
     assert!(p.is_active());
     assert_eq!(p.listen_addr, Some(addr(1, 6881)));
 }
+
+#[test]
+fn a_refused_piece_is_asked_for_again_when_the_refusal_runs_out() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut raw = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    raw.handshake(&mut s, t0, [b'r'; 20], Role::Seed);
+    raw.send_msg(&mut s, t0, Message::Unchoke);
+    raw.have(&mut s, t0, [10]);
+    assert_eq!(raw.heard.requests(), vec![10]);
+    raw.send_msg(&mut s, t0, Message::Live(LiveMessage::Reject { seq: 10 }));
+    // Nothing else happens: only time passes. The core asks again once the refusal ends.
+    let mut now = t0;
+    while raw.heard.requests().len() < 2 {
+        now = s.poll_timeout().unwrap();
+        assert!(
+            now - t0 <= peer::REFUSE_FOR + Duration::from_millis(10),
+            "asked again in time"
+        );
+        s.handle(now, Input::Timeout);
+        raw.heard.take(&drain(&mut s), raw.id);
+    }
+    assert!(now - t0 >= peer::REFUSE_FOR);
+    assert_eq!(raw.heard.requests(), vec![10, 10]);
+}
