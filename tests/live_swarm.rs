@@ -6,11 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::opentracker::OpenTracker;
-use common::{final_status, free_port, http_status, media, nordlys, peak_rss_kib};
+use common::{final_status, http_status, media, nordlys, peak_rss_kib};
 
 const RECEIVERS: usize = 8;
 const SEEDS: usize = 2;
@@ -18,33 +18,43 @@ const SEEDS: usize = 2;
 struct Node {
     child: Child,
     stderr: PathBuf,
-    status_port: u16,
+    /// Where the node prints its status address.
+    stdout: PathBuf,
     output: Option<PathBuf>,
 }
 
-fn spawn(
-    args: &[String],
-    dir: &Path,
-    name: &str,
-    status_port: u16,
-    output: Option<PathBuf>,
-) -> Node {
+/// Starts a node whose status endpoint listens on a port the kernel picks: a port chosen
+/// beforehand could be taken meanwhile by one of the swarm's outbound connections.
+fn spawn(args: &[String], dir: &Path, name: &str, output: Option<PathBuf>) -> Node {
     let stderr = dir.join(format!("{name}.log"));
+    let stdout = dir.join(format!("{name}.out"));
     let child = Command::new(nordlys())
         .args(args)
-        .args([
-            "--status-addr".to_string(),
-            format!("127.0.0.1:{status_port}"),
-        ])
-        .stdout(Stdio::null())
+        .args(["--status-addr", "127.0.0.1:0"])
+        .stdout(std::fs::File::create(&stdout).unwrap())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("start nordlys");
     Node {
         child,
         stderr,
-        status_port,
+        stdout,
         output,
+    }
+}
+
+impl Node {
+    /// The status port, once the node has printed `status on http://ADDR/status`.
+    fn status_port(&self) -> Option<u16> {
+        let out = std::fs::read_to_string(&self.stdout).ok()?;
+        let addr = out
+            .lines()
+            .find_map(|l| l.strip_prefix("status on http://"))?;
+        addr.strip_suffix("/status")?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
     }
 }
 
@@ -92,23 +102,9 @@ fn run_swarm(
         "--linger".into(),
         "8".into(),
     ]);
-    let mut injector = spawn(
-        &inj_args,
-        dir,
-        &format!("injector-{latency}"),
-        free_port(),
-        None,
-    );
+    let mut injector = spawn(&inj_args, dir, &format!("injector-{latency}"), None);
     let mut seeds: Vec<Node> = (0..SEEDS)
-        .map(|i| {
-            spawn(
-                &base("seed"),
-                dir,
-                &format!("seed{i}-{latency}"),
-                free_port(),
-                None,
-            )
-        })
+        .map(|i| spawn(&base("seed"), dir, &format!("seed{i}-{latency}"), None))
         .collect();
     // The scenario: receivers join 3 s after the injector started.
     std::thread::sleep(
@@ -126,13 +122,7 @@ fn run_swarm(
                 "--upload-limit".into(),
                 (kbit * 2).to_string(),
             ]);
-            spawn(
-                &a,
-                dir,
-                &format!("receiver{i}-{latency}"),
-                free_port(),
-                Some(out),
-            )
+            spawn(&a, dir, &format!("receiver{i}-{latency}"), Some(out))
         })
         .collect();
 
@@ -148,7 +138,7 @@ fn run_swarm(
             }
             running += 1;
             peak_rss = peak_rss.max(peak_rss_kib(r.child.id()).unwrap_or(0));
-            if let Some(st) = http_status(r.status_port)
+            if let Some(st) = r.status_port().and_then(http_status)
                 && st["state"] == "playing"
                 && let Some(lag) = st["lag_ms"].as_f64()
             {
