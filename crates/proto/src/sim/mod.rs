@@ -1,8 +1,11 @@
 //! A deterministic discrete-event simulator for swarms of [`Swarm`] cores.
 //!
-//! No sockets, no threads, no clock: links are modelled with a latency and each node's upload
-//! capacity; time jumps from event to event. The same seed gives the same run, so a failing
-//! scenario can be replayed exactly. Tests and the `sim` benchmark use it.
+//! No sockets, no threads, no clock: time jumps from event to event. A link's delay is the
+//! sum of its two ends' access delays; a node's uplink serialises what it sends; under loss a
+//! connection runs at TCP's rate and a message with a lost segment arrives a round trip late
+//! (see `arrival`). Nodes join, leave, may not be dialable, and learn of each other from a
+//! sampling tracker ([`TrackerSpec`]). The same seed gives the same run, so a failing
+//! scenario can be replayed exactly. Tests, [`scenario`] and `nordlys simulate` use it.
 //!
 //! The injector node is fed like the real one: a synthetic MPEG-TS stream ([`SyntheticTs`])
 //! goes through the same [`Injector`] (packetizer, sequence numbers, signing, end of stream)
