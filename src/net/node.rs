@@ -375,8 +375,9 @@ impl Driver {
             None => {
                 source.open = false;
                 let pieces = source.injector.finish(wall_clock_us());
+                // Data pieces: all but the end-of-stream piece.
                 tracing::info!(
-                    pieces = source.injector.pieces_made(),
+                    pieces = source.injector.pieces_made() - 1,
                     "input ended; stream closed"
                 );
                 pieces
