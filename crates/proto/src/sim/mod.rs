@@ -14,7 +14,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +23,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::inject::Injector;
 use crate::inject::packetizer::DEFAULT_FLUSH_AFTER;
-use crate::piece::VerifyMemo;
 use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
@@ -107,8 +105,7 @@ struct Node {
     timer_at: Option<Instant>,
     output: Vec<u8>,
     deliveries: Vec<Delivery>,
-    /// A forger's place in each connection's byte stream.
-    forging: HashMap<PeerId, Forging>,
+    first_transmit_done: HashMap<PeerId, bool>,
     /// Per connection: when its TCP send window lets the next bytes go, and when its last
     /// bytes arrive (TCP delivers in order).
     conn_free_at: HashMap<PeerId, Instant>,
@@ -177,8 +174,6 @@ pub struct Sim {
     nodes: Vec<Node>,
     key: SigningKey,
     info_hash: InfoHash,
-    /// Every node checks a relayed piece's signature; the memo makes that once per piece.
-    verify_memo: Arc<VerifyMemo>,
     stream: StreamSpec,
     ts: SyntheticTs,
     injector: Injector,
@@ -232,7 +227,6 @@ impl Sim {
             nodes: Vec::new(),
             key,
             info_hash,
-            verify_memo: Arc::default(),
             stream,
             ts,
             injector,
@@ -268,7 +262,7 @@ impl Sim {
                 timer_at: None,
                 output: Vec::new(),
                 deliveries: Vec::new(),
-                forging: HashMap::new(),
+                first_transmit_done: HashMap::new(),
                 conn_free_at: HashMap::new(),
                 conn_last_arrival: HashMap::new(),
                 delays: Vec::new(),
@@ -338,7 +332,6 @@ impl Sim {
                 config.max_payload = self.stream.piece_payload as u32;
                 config.listen_port = Some(6881);
                 config.rng_seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
-                config.verify_memo = Some(self.verify_memo.clone());
                 let mut id = *b"-NL0100-000000000000";
                 id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
                 config.peer_id = id;
@@ -489,7 +482,7 @@ impl Sim {
                         .swarm
                         .as_mut()
                         .unwrap()
-                        .handle(now, Input::Data(conn, data));
+                        .handle(now, Input::Data(conn, &data));
                     self.drain(to);
                 }
             }
@@ -558,8 +551,11 @@ impl Sim {
                         continue;
                     };
                     let data = if self.nodes[i].spec.corrupts_pieces {
-                        let state = self.nodes[i].forging.entry(peer).or_default();
-                        corrupt_pieces(data, state)
+                        let first = !self.nodes[i]
+                            .first_transmit_done
+                            .insert(peer, true)
+                            .unwrap_or(false);
+                        corrupt_pieces(data, first)
                     } else {
                         data
                     };
@@ -736,36 +732,21 @@ impl Sim {
     }
 }
 
-/// Where a forger is in one connection's outgoing bytes, which the core hands over in
-/// chunks: a piece goes as its own chunk after a chunk that ends with its message header.
-#[derive(Default)]
-struct Forging {
-    handshake_sent: bool,
-    piece_next: bool,
-}
-
-/// Flips a payload byte of every piece in a chunk of outgoing wire bytes.
-fn corrupt_pieces(data: Bytes, state: &mut Forging) -> Bytes {
+/// Flips a payload byte of every piece message in a run of outgoing wire bytes.
+fn corrupt_pieces(data: Bytes, starts_with_handshake: bool) -> Bytes {
     let mut buf = BytesMut::from(&data[..]);
-    if std::mem::take(&mut state.piece_next) {
-        if let Some(b) = buf.get_mut(crate::piece::HEADER_LEN) {
-            *b ^= 0xff;
-        }
-        return buf.freeze();
-    }
-    let mut pos = if std::mem::replace(&mut state.handshake_sent, true) {
-        0
-    } else {
+    let mut pos = if starts_with_handshake {
         wire::HANDSHAKE_LEN
+    } else {
+        0
     };
-    while pos + wire::PIECE_HEAD_LEN <= buf.len() {
+    while pos + 7 <= buf.len() {
         let len = u32::from_be_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
-        if wire::pending_piece(&buf[pos..pos + wire::PIECE_HEAD_LEN], usize::MAX).is_some() {
-            let payload_at = pos + wire::PIECE_HEAD_LEN + crate::piece::HEADER_LEN;
-            match buf.get_mut(payload_at) {
-                Some(b) if payload_at < pos + 4 + len => *b ^= 0xff,
-                Some(_) => {}
-                None => state.piece_next = true,
+        // length, id 20, extension id, kind 2 = piece
+        if buf[pos + 4] == 20 && buf[pos + 5] != 0 && buf[pos + 6] == 2 {
+            let payload_at = pos + 7 + crate::piece::HEADER_LEN;
+            if payload_at < pos + 4 + len {
+                buf[payload_at] ^= 0xff;
             }
         }
         pos += 4 + len;
