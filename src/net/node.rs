@@ -343,7 +343,7 @@ impl Driver {
             Event::ConnectFailed(addr) => self.swarm.handle(now, Input::ConnectFailed(addr)),
             Event::Data(id, data) => {
                 if self.conns.contains_key(&id) {
-                    self.swarm.handle(now, Input::Data(id, &data));
+                    self.swarm.handle(now, Input::Data(id, data));
                 }
             }
             Event::Closed(id) => {

@@ -57,7 +57,7 @@ fn connect(swarm: &mut Swarm, now: Instant, addr: SocketAddr) -> PeerId {
 }
 
 fn data(swarm: &mut Swarm, now: Instant, id: PeerId, bytes: &[u8]) {
-    swarm.handle(now, Input::Data(id, bytes))
+    swarm.handle(now, Input::Data(id, bytes::Bytes::copy_from_slice(bytes)))
 }
 
 fn tick(swarm: &mut Swarm, now: Instant) {

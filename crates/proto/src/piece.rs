@@ -192,6 +192,61 @@ impl SignedPiece {
     }
 }
 
+/// Verdicts on pieces, shared by the many cores of one process (the simulator): a piece
+/// relayed through the swarm reaches every node as the same shared bytes, so its signature
+/// is checked once instead of once per node. A verdict is keyed by the memory the piece
+/// lives in, which the memo holds on to, so those addresses cannot be reused for other bytes
+/// while the verdict is kept; any other bytes, a forged copy included, are checked in full.
+#[derive(Debug, Default)]
+pub struct VerifyMemo {
+    inner: std::sync::Mutex<MemoInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoInner {
+    verdicts: std::collections::HashMap<MemoKey, (Bytes, Result<PieceHeader, PieceError>)>,
+    order: std::collections::VecDeque<MemoKey>,
+}
+
+/// Where the bytes live, how many, and what they were checked against.
+type MemoKey = (usize, usize, [u8; 32], [u8; 20], u32);
+
+impl VerifyMemo {
+    /// Verdicts kept at most; the oldest goes first. A live window is a few hundred pieces.
+    pub const CAPACITY: usize = 2048;
+
+    /// [`SignedPiece::verify`], answered from the memo for bytes it has seen.
+    pub fn verify(
+        &self,
+        wire: Bytes,
+        key: &VerifyingKey,
+        info_hash: &InfoHash,
+        max_payload: u32,
+    ) -> Result<SignedPiece, PieceError> {
+        let id = (
+            wire.as_ptr() as usize,
+            wire.len(),
+            key.to_bytes(),
+            info_hash.0,
+            max_payload,
+        );
+        let mut memo = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, verdict)) = memo.verdicts.get(&id) {
+            return verdict.clone().map(|header| SignedPiece { header, wire });
+        }
+        let verdict = SignedPiece::verify(wire.clone(), key, info_hash, max_payload);
+        let kept = verdict.as_ref().map(|p| p.header).map_err(Clone::clone);
+        if memo.order.len() >= Self::CAPACITY
+            && let Some(old) = memo.order.pop_front()
+        {
+            memo.verdicts.remove(&old);
+        }
+        memo.order.push_back(id);
+        memo.verdicts.insert(id, (wire, kept));
+        verdict
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +275,31 @@ mod tests {
         assert_eq!(back, piece);
         assert_eq!(&back.payload()[..], &payload[..]);
         assert!(back.header().random_access());
+    }
+
+    #[test]
+    fn the_memo_checks_each_piece_once_and_forged_copies_in_full() {
+        let (key, ih) = setup();
+        let vk = key.verifying_key();
+        let memo = VerifyMemo::default();
+        let piece = SignedPiece::sign(&key, &ih, header(5, 0), &[0x47; 188]);
+        for _ in 0..3 {
+            let back = memo.verify(piece.wire().clone(), &vk, &ih, 188).unwrap();
+            assert_eq!(back, piece);
+        }
+        assert_eq!(memo.inner.lock().unwrap().verdicts.len(), 1);
+        // The same bytes, one flipped, in memory of their own: checked, and refused.
+        let mut forged = piece.wire().to_vec();
+        forged[HEADER_LEN] ^= 1;
+        let forged = Bytes::from(forged);
+        for _ in 0..2 {
+            let err = memo.verify(forged.clone(), &vk, &ih, 188).unwrap_err();
+            assert_eq!(err, PieceError::BadSignature);
+        }
+        // The honest bytes checked against another swarm's key: not the verdict kept for ours.
+        let other = SigningKey::from_bytes(&[4; 32]).verifying_key();
+        assert!(memo.verify(piece.wire().clone(), &other, &ih, 188).is_err());
+        assert!(memo.verify(piece.wire().clone(), &vk, &ih, 188).is_ok());
     }
 
     #[test]

@@ -284,17 +284,47 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(Message, usize), DecodeErro
 
 /// The length (prefix included) of the first message in `buf`, once all of it is there.
 pub fn frame_len(buf: &[u8], max_len: usize) -> Result<usize, DecodeError> {
-    if buf.len() < 4 {
+    let len = frame_size(buf, max_len)?;
+    if buf.len() < len {
         return Err(DecodeError::NeedMore);
     }
-    let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+    Ok(len)
+}
+
+/// The length of the message `buf` starts with, prefix included, read from its first four
+/// bytes alone (the rest may not have arrived yet).
+pub fn frame_size(buf: &[u8], max_len: usize) -> Result<usize, DecodeError> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
+        return Err(DecodeError::NeedMore);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
     if len > max_len {
         return Err(DecodeError::TooLong { len, max: max_len });
     }
-    if buf.len() < 4 + len {
-        return Err(DecodeError::NeedMore);
-    }
     Ok(4 + len)
+}
+
+/// Length of a live PIECE frame's header: length prefix, extended id, our live id, type.
+pub const PIECE_HEAD_LEN: usize = 7;
+
+/// When `buffered` is exactly the header of a live PIECE frame, the length of the piece that
+/// follows it. The reader then takes the piece straight from the next bytes it receives,
+/// without copying it to join the two (see [`encode_piece_head`]).
+pub fn pending_piece(buffered: &[u8], max_len: usize) -> Option<usize> {
+    let [l0, l1, l2, l3, MSG_EXTENDED, OUR_LIVE_ID, LIVE_PIECE] = *buffered else {
+        return None;
+    };
+    let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+    (len > 3 && len <= max_len).then(|| len - 3)
+}
+
+/// Writes the header of a live PIECE frame whose `piece_len` bytes the caller sends next, as
+/// its own buffer: a stored piece is sent as it is, never copied into a message.
+pub fn encode_piece_head(peer_live_id: u8, piece_len: usize, out: &mut BytesMut) {
+    out.put_u32((piece_len + 3) as u32);
+    out.put_u8(MSG_EXTENDED);
+    out.put_u8(peer_live_id);
+    out.put_u8(LIVE_PIECE);
 }
 
 /// Decodes one whole message as measured by [`frame_len`] (the length prefix is not checked
@@ -346,7 +376,7 @@ fn decode_extended(frame: &Bytes) -> Result<Message, DecodeError> {
 
 /// A live message: `frame` is length, id 20, extension id, kind, body.
 fn decode_live(frame: &Bytes) -> Result<LiveMessage, DecodeError> {
-    const BODY: usize = 7;
+    const BODY: usize = PIECE_HEAD_LEN;
     let Some(&kind) = frame.get(BODY - 1) else {
         return Err(DecodeError::Truncated {
             what: "live message",

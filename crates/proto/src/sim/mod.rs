@@ -14,6 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::inject::Injector;
 use crate::inject::packetizer::DEFAULT_FLUSH_AFTER;
+use crate::piece::VerifyMemo;
 use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
@@ -105,7 +107,8 @@ struct Node {
     timer_at: Option<Instant>,
     output: Vec<u8>,
     deliveries: Vec<Delivery>,
-    first_transmit_done: HashMap<PeerId, bool>,
+    /// A forger's place in each connection's byte stream.
+    forging: HashMap<PeerId, Forging>,
     /// Per connection: when its TCP send window lets the next bytes go, and when its last
     /// bytes arrive (TCP delivers in order).
     conn_free_at: HashMap<PeerId, Instant>,
@@ -174,6 +177,8 @@ pub struct Sim {
     nodes: Vec<Node>,
     key: SigningKey,
     info_hash: InfoHash,
+    /// Every node checks a relayed piece's signature; the memo makes that once per piece.
+    verify_memo: Arc<VerifyMemo>,
     stream: StreamSpec,
     ts: SyntheticTs,
     injector: Injector,
@@ -227,6 +232,7 @@ impl Sim {
             nodes: Vec::new(),
             key,
             info_hash,
+            verify_memo: Arc::default(),
             stream,
             ts,
             injector,
@@ -262,7 +268,7 @@ impl Sim {
                 timer_at: None,
                 output: Vec::new(),
                 deliveries: Vec::new(),
-                first_transmit_done: HashMap::new(),
+                forging: HashMap::new(),
                 conn_free_at: HashMap::new(),
                 conn_last_arrival: HashMap::new(),
                 delays: Vec::new(),
@@ -332,6 +338,7 @@ impl Sim {
                 config.max_payload = self.stream.piece_payload as u32;
                 config.listen_port = Some(6881);
                 config.rng_seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
+                config.verify_memo = Some(self.verify_memo.clone());
                 let mut id = *b"-NL0100-000000000000";
                 id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
                 config.peer_id = id;
@@ -482,7 +489,7 @@ impl Sim {
                         .swarm
                         .as_mut()
                         .unwrap()
-                        .handle(now, Input::Data(conn, &data));
+                        .handle(now, Input::Data(conn, data));
                     self.drain(to);
                 }
             }
@@ -551,11 +558,8 @@ impl Sim {
                         continue;
                     };
                     let data = if self.nodes[i].spec.corrupts_pieces {
-                        let first = !self.nodes[i]
-                            .first_transmit_done
-                            .insert(peer, true)
-                            .unwrap_or(false);
-                        corrupt_pieces(data, first)
+                        let state = self.nodes[i].forging.entry(peer).or_default();
+                        corrupt_pieces(data, state)
                     } else {
                         data
                     };
@@ -732,21 +736,36 @@ impl Sim {
     }
 }
 
-/// Flips a payload byte of every piece message in a run of outgoing wire bytes.
-fn corrupt_pieces(data: Bytes, starts_with_handshake: bool) -> Bytes {
+/// Where a forger is in one connection's outgoing bytes, which the core hands over in
+/// chunks: a piece goes as its own chunk after a chunk that ends with its message header.
+#[derive(Default)]
+struct Forging {
+    handshake_sent: bool,
+    piece_next: bool,
+}
+
+/// Flips a payload byte of every piece in a chunk of outgoing wire bytes.
+fn corrupt_pieces(data: Bytes, state: &mut Forging) -> Bytes {
     let mut buf = BytesMut::from(&data[..]);
-    let mut pos = if starts_with_handshake {
-        wire::HANDSHAKE_LEN
-    } else {
+    if std::mem::take(&mut state.piece_next) {
+        if let Some(b) = buf.get_mut(crate::piece::HEADER_LEN) {
+            *b ^= 0xff;
+        }
+        return buf.freeze();
+    }
+    let mut pos = if std::mem::replace(&mut state.handshake_sent, true) {
         0
+    } else {
+        wire::HANDSHAKE_LEN
     };
-    while pos + 7 <= buf.len() {
+    while pos + wire::PIECE_HEAD_LEN <= buf.len() {
         let len = u32::from_be_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
-        // length, id 20, extension id, kind 2 = piece
-        if buf[pos + 4] == 20 && buf[pos + 5] != 0 && buf[pos + 6] == 2 {
-            let payload_at = pos + 7 + crate::piece::HEADER_LEN;
-            if payload_at < pos + 4 + len {
-                buf[payload_at] ^= 0xff;
+        if wire::pending_piece(&buf[pos..pos + wire::PIECE_HEAD_LEN], usize::MAX).is_some() {
+            let payload_at = pos + wire::PIECE_HEAD_LEN + crate::piece::HEADER_LEN;
+            match buf.get_mut(payload_at) {
+                Some(b) if payload_at < pos + 4 + len => *b ^= 0xff,
+                Some(_) => {}
+                None => state.piece_next = true,
             }
         }
         pos += 4 + len;

@@ -135,7 +135,7 @@ impl Swarm {
             playout: self.role.playout(),
             store: &self.store,
             known: &self.known,
-            peers: self.peers.map(),
+            holders: self.peers.holders(),
             inflight: &self.download.inflight,
         };
         let wants = picker::wanted(&view, from, urgent_within, room);

@@ -1,38 +1,61 @@
 //! What peers say: the handshakes and every live message, up to a verified piece.
 
 use super::*;
+use bytes::BytesMut;
 
 impl Swarm {
-    /// Bytes from a connection: whole messages are handled as they complete.
-    pub(super) fn on_data(&mut self, id: PeerId, data: &[u8]) {
+    /// Bytes from a connection: whole messages are handled as they complete. A message that
+    /// arrives whole is decoded from `data` itself; only one split across reads is copied
+    /// to join it, and a piece whose header came in an earlier read is not copied either.
+    pub(super) fn on_data(&mut self, id: PeerId, mut data: Bytes) {
         let max_len = wire::max_message_len(self.config.max_payload);
         let now = self.now;
-        let Some(peer) = self.peers.get_mut(id) else {
-            return;
-        };
-        peer.last_heard = now;
-        peer.inbuf.extend_from_slice(data);
+        if let Some(peer) = self.peers.get_mut(id) {
+            peer.last_heard = now;
+        }
         while let Some(peer) = self.peers.get_mut(id) {
             if peer.phase == Phase::Handshake {
-                match wire::Handshake::decode(&peer.inbuf) {
-                    Ok(hs) => {
-                        let _ = peer.inbuf.split_to(wire::HANDSHAKE_LEN);
-                        self.on_handshake(id, hs);
-                        continue;
-                    }
-                    Err(DecodeError::NeedMore) => break,
+                let Some(bytes) = next_chunk(&mut peer.inbuf, &mut data, wire::HANDSHAKE_LEN)
+                else {
+                    break;
+                };
+                match wire::Handshake::decode(&bytes) {
+                    Ok(hs) => self.on_handshake(id, hs),
                     Err(e) => return self.close(id, DisconnectReason::BadHandshake(e)),
                 }
+                continue;
             }
-            match wire::frame_len(&peer.inbuf, max_len) {
-                Ok(used) => {
-                    let frame = peer.inbuf.split_to(used).freeze();
-                    match wire::decode_frame(&frame) {
-                        Ok(msg) => self.on_message(id, msg),
-                        Err(e) => return self.close(id, DisconnectReason::Protocol(e)),
-                    }
+            if let Some(len) = wire::pending_piece(&peer.inbuf, max_len)
+                && data.len() >= len
+            {
+                peer.inbuf.clear();
+                let piece = data.split_to(len);
+                self.on_message(id, Message::Live(LiveMessage::Piece(piece)));
+                continue;
+            }
+            // Measure the frame where it starts: in the buffer if part of it is there.
+            if !peer.inbuf.is_empty() && peer.inbuf.len() < 4 {
+                let take = (4 - peer.inbuf.len()).min(data.len());
+                peer.inbuf.extend_from_slice(&data.split_to(take));
+            }
+            let start = if peer.inbuf.is_empty() {
+                &data[..]
+            } else {
+                &peer.inbuf[..]
+            };
+            let used = match wire::frame_size(start, max_len) {
+                Ok(used) => used,
+                Err(DecodeError::NeedMore) => {
+                    peer.inbuf.extend_from_slice(&data);
+                    break;
                 }
-                Err(DecodeError::NeedMore) => break,
+                Err(e) => return self.close(id, DisconnectReason::Protocol(e)),
+            };
+            let Some(frame) = next_chunk(&mut peer.inbuf, &mut data, used) else {
+                break;
+            };
+            match wire::decode_frame(&frame) {
+                Ok(msg) => self.on_message(id, msg),
                 Err(e) => return self.close(id, DisconnectReason::Protocol(e)),
             }
         }
@@ -133,7 +156,7 @@ impl Swarm {
             self.addrs.mark_connected(listen);
         }
         if self.config.role != Role::Injector {
-            wire::encode(&Message::Interested, 0, &mut p.outbox);
+            wire::encode(&Message::Interested, 0, p.outbox.buf());
         }
         // Tell the new peer what we hold (the injector only what it has let go of).
         let entries: Vec<HaveEntry> = self
@@ -153,11 +176,8 @@ impl Swarm {
                 window_start,
                 entries,
             } => {
-                let p = self.peers.get_mut(id).unwrap();
-                p.set_window_start(window_start);
-                for e in &entries {
-                    p.learn_have(e.seq);
-                }
+                let seqs = entries.iter().map(|e| e.seq);
+                self.peers.learn_haves(id, window_start, seqs);
                 // The injector makes every piece: peers' claims teach it nothing.
                 if self.config.role == Role::Injector {
                     return;
@@ -210,12 +230,12 @@ impl Swarm {
             self.stats.duplicates += 1;
             return;
         }
-        let piece = match SignedPiece::verify(
-            wire_bytes,
-            &self.config.public_key,
-            &self.config.info_hash,
-            self.config.max_payload,
-        ) {
+        let c = &self.config;
+        let verdict = match &c.verify_memo {
+            Some(memo) => memo.verify(wire_bytes, &c.public_key, &c.info_hash, c.max_payload),
+            None => SignedPiece::verify(wire_bytes, &c.public_key, &c.info_hash, c.max_payload),
+        };
+        let piece = match verdict {
             Ok(piece) => piece,
             Err(error) => {
                 self.stats.pieces_rejected += 1;
@@ -244,7 +264,7 @@ impl Swarm {
             if p.requested.remove(&h.seq).is_some() {
                 send_live(p, LiveMessage::Cancel { seq: h.seq });
             }
-            if p.is_active() && !p.haves.contains(&h.seq) {
+            if p.is_active() && !p.has(h.seq) {
                 tell.push(pid);
             }
         }
@@ -276,4 +296,16 @@ impl Swarm {
             self.send_have(target, vec![entry]);
         }
     }
+}
+
+/// The next `len` bytes of a connection, made of what `buf` holds and then `data`: taken
+/// from `data` without a copy when `buf` is empty; else copied into `buf`, and `None`
+/// (all of `data` kept in `buf`) while they are not all there yet.
+fn next_chunk(buf: &mut BytesMut, data: &mut Bytes, len: usize) -> Option<Bytes> {
+    if buf.is_empty() && data.len() >= len {
+        return Some(data.split_to(len));
+    }
+    let take = (len - buf.len()).min(data.len());
+    buf.extend_from_slice(&data.split_to(take));
+    (buf.len() == len).then(|| buf.split().freeze())
 }

@@ -80,6 +80,9 @@ pub struct Config {
     /// Verified pieces held at most, in bytes (the window is cut short beyond it).
     pub max_store_bytes: usize,
     pub rng_seed: u64,
+    /// Signature checks shared with other cores in this process (the simulator's nodes);
+    /// `None`, each piece is checked here.
+    pub verify_memo: Option<std::sync::Arc<crate::piece::VerifyMemo>>,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             trusted: Vec::new(),
             max_store_bytes: 24 << 20,
             rng_seed: 0,
+            verify_memo: None,
         }
     }
 }
@@ -123,13 +127,13 @@ pub enum Refusal {
 
 /// What happens to a node, other than a new connection (see [`Swarm::accept`]).
 #[derive(Clone, Debug)]
-pub enum Input<'a> {
+pub enum Input {
     /// Peer addresses from a tracker, the DHT or the command line.
     PeerAddrs(Vec<SocketAddr>),
     /// A dial we were asked for ([`Output::Connect`]) failed.
     ConnectFailed(SocketAddr),
-    /// Bytes read from a connection.
-    Data(PeerId, &'a [u8]),
+    /// Bytes read from a connection (shared: a piece in them is kept without a copy).
+    Data(PeerId, Bytes),
     /// The connection is gone: closed by the peer, an I/O error, or after our `Disconnect`.
     Closed(PeerId),
     /// Injector: a piece it just made and signed.
@@ -341,14 +345,14 @@ impl Swarm {
             info_hash: self.config.info_hash.0,
             peer_id: self.config.peer_id,
         };
-        peer.outbox.extend_from_slice(&hs.encode());
+        peer.outbox.buf().extend_from_slice(&hs.encode());
         let ext = ExtHandshake {
             live_id: Some(wire::OUR_LIVE_ID),
             listen_port: self.config.listen_port,
             role: Some(self.config.role),
             client: Some(concat!("nordlys ", env!("CARGO_PKG_VERSION")).into()),
         };
-        wire::encode(&Message::ExtHandshake(ext), 0, &mut peer.outbox);
+        wire::encode(&Message::ExtHandshake(ext), 0, peer.outbox.buf());
         if outbound {
             self.addrs.mark_connected(addr);
         }
@@ -459,7 +463,7 @@ impl Swarm {
             return self.close(id, DisconnectReason::Silent);
         }
         if p.is_active() && now >= p.last_sent + peer::KEEPALIVE {
-            wire::encode(&Message::KeepAlive, 0, &mut p.outbox);
+            wire::encode(&Message::KeepAlive, 0, p.outbox.buf());
         }
         self.expire_requests(id);
         self.expire_queue(id);
@@ -548,9 +552,7 @@ impl Swarm {
             .min(seed_from.unwrap_or(u64::MAX));
         if self.known.first_seq().is_some_and(|first| first < floor) {
             self.known.forget_below(floor);
-            for (_, p) in self.peers.iter_mut() {
-                p.prune_below(floor);
-            }
+            self.peers.prune_below(floor);
         }
     }
 
@@ -564,13 +566,10 @@ impl Swarm {
     }
 
     fn close(&mut self, id: PeerId, reason: DisconnectReason) {
-        if let Some(p) = self.peers.remove(id) {
+        if let Some(mut p) = self.peers.remove(id) {
             // What is queued goes first (a Reject, say), then the close.
-            if !p.outbox.is_empty() {
-                self.outputs.push_back(Output::Transmit {
-                    peer: id,
-                    data: p.outbox.clone().freeze(),
-                });
+            for data in p.outbox.take() {
+                self.outputs.push_back(Output::Transmit { peer: id, data });
             }
             self.outputs
                 .push_back(Output::Disconnect { peer: id, reason });
@@ -593,9 +592,10 @@ impl Swarm {
         for id in self.peers.touched() {
             let p = self.peers.get_mut(id).unwrap();
             if !p.outbox.is_empty() {
-                let data = p.outbox.split().freeze();
                 p.last_sent = now;
-                self.outputs.push_back(Output::Transmit { peer: id, data });
+                for data in p.outbox.take() {
+                    self.outputs.push_back(Output::Transmit { peer: id, data });
+                }
             }
         }
         self.peers.take_touched();
@@ -612,7 +612,13 @@ fn have_entry(p: &SignedPiece) -> HaveEntry {
 }
 
 fn send_live(p: &mut Peer, msg: LiveMessage) {
-    wire::encode(&Message::Live(msg), p.live_id, &mut p.outbox);
+    wire::encode(&Message::Live(msg), p.live_id, p.outbox.buf());
+}
+
+/// A stored piece, sent as the bytes it is stored in.
+fn send_piece(p: &mut Peer, piece: &SignedPiece) {
+    wire::encode_piece_head(p.live_id, piece.wire().len(), p.outbox.buf());
+    p.outbox.push_shared(piece.wire().clone());
 }
 
 #[cfg(test)]

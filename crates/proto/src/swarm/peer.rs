@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 /// A connection handle chosen by the core; the driver maps it to a socket.
 pub type PeerId = u64;
@@ -28,7 +28,7 @@ pub struct Peer {
     pub outbound: bool,
     pub phase: Phase,
     pub inbuf: BytesMut,
-    pub outbox: BytesMut,
+    pub outbox: Outbox,
     pub remote_id: Option<[u8; 20]>,
     /// The id this peer wants live messages sent with.
     pub live_id: u8,
@@ -40,8 +40,9 @@ pub struct Peer {
     pub am_choking: bool,
     pub peer_choking: bool,
     pub peer_interested: bool,
-    /// Pieces the peer says it holds, and the start of its window.
-    pub haves: BTreeSet<u64>,
+    /// Pieces the peer says it holds (changed only through the table, which counts holders
+    /// per piece), and the start of its window.
+    haves: BTreeSet<u64>,
     pub window_start: u64,
     /// Pieces we told this peer we hold.
     pub told: BTreeSet<u64>,
@@ -60,6 +61,42 @@ pub struct Peer {
     pub connected_at: Instant,
     /// Smoothed request-to-piece time, microseconds.
     pub srtt_us: Option<u64>,
+}
+
+/// Bytes queued for one connection, in order. Small messages are encoded into one buffer; a
+/// piece goes out as the shared bytes it is stored in, so sending it copies nothing.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    ready: Vec<Bytes>,
+    tail: BytesMut,
+}
+
+impl Outbox {
+    /// Where the next small message is encoded.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Queues shared bytes after everything encoded so far.
+    pub fn push_shared(&mut self, bytes: Bytes) {
+        if !self.tail.is_empty() {
+            self.ready.push(self.tail.split().freeze());
+        }
+        self.ready.push(bytes);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.tail.is_empty()
+    }
+
+    /// Everything queued, in order, leaving the outbox empty.
+    pub fn take(&mut self) -> Vec<Bytes> {
+        let mut all = std::mem::take(&mut self.ready);
+        if !self.tail.is_empty() {
+            all.push(self.tail.split().freeze());
+        }
+        all
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +124,7 @@ impl Peer {
             outbound,
             phase: Phase::Handshake,
             inbuf: BytesMut::new(),
-            outbox: BytesMut::new(),
+            outbox: Outbox::default(),
             remote_id: None,
             live_id: 0,
             listen_addr: outbound.then_some(addr),
@@ -116,28 +153,41 @@ impl Peer {
         self.phase == Phase::Active
     }
 
-    pub fn learn_have(&mut self, seq: u64) {
-        if seq >= self.window_start {
-            self.haves.insert(seq);
+    /// Whether the peer told us it holds `seq`.
+    pub fn has(&self, seq: u64) -> bool {
+        self.haves.contains(&seq)
+    }
+
+    fn learn_have(&mut self, seq: u64, holders: &mut Holders) {
+        if seq >= self.window_start && self.haves.insert(seq) {
+            holders.add(seq);
             while self.haves.len() > MAX_PEER_HAVES {
-                self.haves.pop_first();
+                let oldest = self.haves.pop_first().unwrap();
+                holders.sub(oldest);
             }
         }
     }
 
-    pub fn set_window_start(&mut self, start: u64) {
+    fn set_window_start(&mut self, start: u64, holders: &mut Holders) {
         if start > self.window_start {
             self.window_start = start;
-            self.haves = self.haves.split_off(&start);
+            self.forget_haves_below(start, holders);
+        }
+    }
+
+    fn forget_haves_below(&mut self, seq: u64, holders: &mut Holders) {
+        let kept = self.haves.split_off(&seq);
+        for old in std::mem::replace(&mut self.haves, kept) {
+            holders.sub(old);
         }
     }
 
     /// Forgets bookkeeping for pieces below our own window.
-    pub fn prune_below(&mut self, seq: u64) {
+    fn prune_below(&mut self, seq: u64, holders: &mut Holders) {
         self.told = self.told.split_off(&seq);
         self.refused.retain(|&s, _| s >= seq);
         if seq > self.window_start {
-            self.haves = self.haves.split_off(&seq);
+            self.forget_haves_below(seq, holders);
         }
     }
 
@@ -183,6 +233,31 @@ pub struct PeerTable {
     /// Each peer's deadline, filed by time.
     deadlines: BTreeSet<(Instant, PeerId)>,
     filed: HashMap<PeerId, Instant>,
+    holders: Holders,
+}
+
+/// How many connected peers told us they hold each piece: the picker's rarest-first count,
+/// kept as HAVEs come and go instead of counted over every peer at every pick.
+#[derive(Debug, Default)]
+pub struct Holders(HashMap<u64, u32>);
+
+impl Holders {
+    pub fn count(&self, seq: u64) -> u32 {
+        self.0.get(&seq).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, seq: u64) {
+        *self.0.entry(seq).or_default() += 1;
+    }
+
+    fn sub(&mut self, seq: u64) {
+        if let Some(n) = self.0.get_mut(&seq) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&seq);
+            }
+        }
+    }
 }
 
 impl PeerTable {
@@ -199,7 +274,35 @@ impl PeerTable {
             self.deadlines.remove(&(at, id));
         }
         self.touched.remove(&id);
-        self.peers.remove(&id)
+        let p = self.peers.remove(&id)?;
+        for &seq in &p.haves {
+            self.holders.sub(seq);
+        }
+        Some(p)
+    }
+
+    /// A peer's HAVE: the start of its window, and pieces it holds.
+    pub fn learn_haves(&mut self, id: PeerId, window_start: u64, seqs: impl Iterator<Item = u64>) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        self.touched.insert(id);
+        p.set_window_start(window_start, &mut self.holders);
+        for seq in seqs {
+            p.learn_have(seq, &mut self.holders);
+        }
+    }
+
+    /// Forgets what every peer said of pieces below `seq` (our window moved on).
+    pub fn prune_below(&mut self, seq: u64) {
+        self.touched.extend(self.peers.keys().copied());
+        for p in self.peers.values_mut() {
+            p.prune_below(seq, &mut self.holders);
+        }
+    }
+
+    pub fn holders(&self) -> &Holders {
+        &self.holders
     }
 
     pub fn get(&self, id: PeerId) -> Option<&Peer> {
@@ -325,5 +428,46 @@ mod tests {
         assert_eq!(p.deadline(), t0 + KEEPALIVE);
         p.queue.push_back((9, t0 + Duration::from_secs(1)));
         assert_eq!(p.deadline(), t0 + Duration::from_secs(1) + MAX_QUEUE_WAIT);
+    }
+
+    #[test]
+    fn holder_counts_match_a_recount_through_haves_window_moves_prunes_and_leaves() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        let mut ids = Vec::new();
+        for step in 0..4000u64 {
+            let base = step / 8; // the stream moves on
+            match rng.random_range(0..10) {
+                0 => {
+                    let addr = SocketAddr::from(([10, 0, 0, (step % 250) as u8], 1));
+                    ids.push(table.insert(Peer::new(addr, true, t0)));
+                }
+                1 if !ids.is_empty() => {
+                    let i = rng.random_range(0..ids.len());
+                    table.remove(ids.swap_remove(i));
+                }
+                2 => table.prune_below(base.saturating_sub(20)),
+                _ if !ids.is_empty() => {
+                    let id = ids[rng.random_range(0..ids.len())];
+                    let start = base.saturating_sub(rng.random_range(0..30));
+                    let seqs: Vec<u64> = (0..rng.random_range(0..5))
+                        .map(|_| base.saturating_sub(40) + rng.random_range(0..60))
+                        .collect();
+                    table.learn_haves(id, start, seqs.into_iter());
+                }
+                _ => {}
+            }
+            for seq in base.saturating_sub(50)..base + 30 {
+                let recount = table.values().filter(|p| p.has(seq)).count() as u32;
+                assert_eq!(
+                    table.holders().count(seq),
+                    recount,
+                    "seq {seq} at step {step}"
+                );
+            }
+        }
+        assert!(table.holders().0.values().all(|&n| n > 0));
     }
 }

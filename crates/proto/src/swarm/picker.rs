@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::swarm::peer::{Peer, PeerId};
+use crate::swarm::peer::{Holders, Peer, PeerId};
 use crate::swarm::playout::Playout;
 use crate::swarm::store::{Known, Store};
 
@@ -34,7 +34,7 @@ pub struct View<'a> {
     pub playout: Option<&'a Playout>,
     pub store: &'a Store,
     pub known: &'a Known,
-    pub peers: &'a BTreeMap<PeerId, Peer>,
+    pub holders: &'a Holders,
     pub inflight: &'a HashMap<u64, PeerId>,
 }
 
@@ -47,7 +47,7 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
         playout,
         store,
         known,
-        peers,
+        holders: _,
         inflight,
     } = *v;
     let mut urgent = Vec::new();
@@ -61,10 +61,7 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
         if store.contains(seq) || inflight.contains_key(&seq) {
             continue;
         }
-        let holders = peers
-            .values()
-            .filter(|p| p.is_active() && p.haves.contains(&seq))
-            .count();
+        let holders = v.holders.count(seq);
         if holders == 0 {
             continue; // nobody to ask
         }
@@ -103,7 +100,7 @@ pub fn choose_peer(
     for (&id, p) in peers {
         if !p.is_active()
             || p.peer_choking
-            || !p.haves.contains(&want.seq)
+            || !p.has(want.seq)
             || p.requested.len() >= MAX_REQUESTS_PER_PEER
             || p.refuses(want.seq, now)
         {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::SigningKey;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::piece::{FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
@@ -113,7 +115,7 @@ impl RawPeer {
     }
 
     fn send(&mut self, s: &mut Swarm, now: Instant, bytes: &[u8]) {
-        s.handle(now, Input::Data(self.id, bytes));
+        s.handle(now, Input::Data(self.id, Bytes::copy_from_slice(bytes)));
         self.heard.take(&drain(s), self.id);
     }
 
@@ -303,6 +305,9 @@ struct Pair {
     links: Vec<(PeerId, PeerId)>,
     /// (by a?, the connection's id there, why)
     disconnects: Vec<(bool, PeerId, DisconnectReason)>,
+    /// When set, every transmission is read in random slices of 1 to 64 bytes, as TCP may
+    /// hand them over, instead of whole.
+    split_reads: Option<ChaCha8Rng>,
 }
 
 impl Pair {
@@ -316,6 +321,7 @@ impl Pair {
             wire: Vec::new(),
             links: Vec::new(),
             disconnects: Vec::new(),
+            split_reads: None,
         }
     }
 
@@ -346,6 +352,14 @@ impl Pair {
                         if let Some(&(ia, ib)) = to {
                             let remote = if from_a { ib } else { ia };
                             let at = self.now + self.one_way;
+                            let mut data = data;
+                            while let Some(rng) = &mut self.split_reads
+                                && data.len() > 1
+                            {
+                                use rand::Rng;
+                                let cut = rng.random_range(1..=64).min(data.len());
+                                self.wire.push((at, from_a, remote, data.split_to(cut)));
+                            }
                             self.wire.push((at, from_a, remote, data));
                         }
                     }
@@ -379,7 +393,7 @@ impl Pair {
             if next_byte == Some(next) {
                 let (_, to_b, conn, data) = self.wire.remove(0);
                 let s = if to_b { &mut self.b } else { &mut self.a };
-                s.handle(next, Input::Data(conn, &data));
+                s.handle(next, Input::Data(conn, data));
             } else {
                 self.a.handle(next, Input::Timeout);
                 self.b.handle(next, Input::Timeout);
@@ -391,7 +405,18 @@ impl Pair {
 
 #[test]
 fn pair_a_seed_fetches_what_the_injector_lets_go() {
+    seed_fetches_from_injector(None);
+}
+
+#[test]
+fn pair_reads_split_anywhere_give_the_same_pieces() {
+    seed_fetches_from_injector(Some(ChaCha8Rng::seed_from_u64(7)));
+}
+
+fn seed_fetches_from_injector(split_reads: Option<ChaCha8Rng>) {
     let mut pair = Pair::new(config(Role::Injector, 1), config(Role::Seed, 2));
+    let whole_reads = split_reads.is_none();
+    pair.split_reads = split_reads;
     pair.connect(false);
     let start = pair.now;
     for seq in 1..=20 {
@@ -410,6 +435,17 @@ fn pair_a_seed_fetches_what_the_injector_lets_go() {
         Vec::<u64>::new(),
         "a piece told late is fetched too"
     );
+    for seq in 1..=20 {
+        let (sent, got) = (
+            pair.a.store.get(seq).unwrap(),
+            pair.b.store.get(seq).unwrap(),
+        );
+        assert_eq!(got.wire(), sent.wire());
+        if whole_reads {
+            // Read whole, a piece is kept in the very bytes it was sent in: never copied.
+            assert_eq!(got.wire().as_ptr(), sent.wire().as_ptr());
+        }
+    }
     assert_eq!(seed.pieces_received, 20);
     assert_eq!(pair.a.stats.pieces_sent, 20);
     assert_eq!(seed.pieces_rejected + seed.duplicates, 0);

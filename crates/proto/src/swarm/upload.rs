@@ -140,7 +140,7 @@ impl Swarm {
                     self.upload.queued.remove(&id);
                 }
                 p.up_recent += len;
-                send_live(p, LiveMessage::Piece(piece.wire().clone()));
+                send_piece(p, piece);
                 self.stats.bytes_up += len;
                 self.stats.pieces_sent += 1;
                 if i >= trusted {
@@ -182,7 +182,7 @@ impl Swarm {
                 } else {
                     Message::Choke
                 };
-                wire::encode(&msg, 0, &mut p.outbox);
+                wire::encode(&msg, 0, p.outbox.buf());
                 if !unchoke {
                     p.queue.clear(); // BEP 3: choking discards the peer's requests
                     up.queued.remove(&id);
@@ -203,7 +203,7 @@ impl Swarm {
             && (p.trusted || (p.peer_interested && unchoked < self.config.upload_slots))
         {
             p.am_choking = false;
-            wire::encode(&Message::Unchoke, 0, &mut p.outbox);
+            wire::encode(&Message::Unchoke, 0, p.outbox.buf());
         }
     }
 
@@ -244,7 +244,7 @@ impl Swarm {
             }
             let entries: Vec<HaveEntry> = ready
                 .iter()
-                .filter(|e| !p.told.contains(&e.seq) && !p.haves.contains(&e.seq))
+                .filter(|e| !p.told.contains(&e.seq) && !p.has(e.seq))
                 .copied()
                 .collect();
             if !entries.is_empty() {
