@@ -174,10 +174,26 @@ fn run_swarm(
             "receiver {i} wrote only {} bytes",
             out.len()
         );
-        assert!(
-            input_bytes.ends_with(&out),
-            "receiver {i}: output is not the input from its hook-in point to the end"
-        );
+        if !input_bytes.ends_with(&out) {
+            let tail = &input_bytes[input_bytes.len().saturating_sub(out.len())..];
+            let at = tail.iter().zip(&out).position(|(a, b)| a != b);
+            let probe = &out[..out.len().min(4096)];
+            let start = input_bytes.windows(probe.len()).position(|w| w == probe);
+            let from_start = start.map(|st| {
+                let rest = &input_bytes[st..];
+                let diff = rest.iter().zip(&out).position(|(a, b)| a != b);
+                (st, rest.len(), diff)
+            });
+            let bans: Vec<&str> = log.lines().filter(|l| l.contains("bann")).collect();
+            panic!(
+                "receiver {i}: output ({} bytes) is not the input from its hook-in point to the \
+                 end; first difference at byte {at:?}; output starts at input byte \
+                 (offset, bytes left, first difference) {from_start:?}; final status {:?}; \
+                 bans {bans:?}",
+                out.len(),
+                final_status(&log)
+            );
+        }
         assert_eq!(fin["pieces_missed"], 0, "receiver {i}: {fin}");
         outcome.continuity.push(fin["continuity"].as_f64().unwrap());
         outcome.startup_ms.push(fin["startup_ms"].as_f64().unwrap());

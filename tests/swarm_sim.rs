@@ -289,3 +289,57 @@ fn joiner_hooks_in_at_a_keyframe_its_latency_behind() {
     assert_eq!(hook - first, 45);
     assert_eq!(st.state, State::Playing);
 }
+
+#[test]
+fn a_peer_that_asks_for_everything_again_and_again_gets_each_piece_once_and_stalls_no_one() {
+    // The case from the hardening issue: 1 injector, 2 seedboxes, 8 receivers, and one extra
+    // peer that asks every peer for every recent piece whenever it sends anything.
+    let pieces = 200;
+    let run = |with_greedy: bool| {
+        let mut nodes = concert(8, 2000);
+        if with_greedy {
+            nodes.push(NodeSpec {
+                greedy: true,
+                upload_limit: Some(0),
+                join_at: Duration::from_millis(3100),
+                ..NodeSpec::new(Role::Receiver)
+            });
+        }
+        let mut sim = Sim::new(11, Duration::from_millis(1), stream(pieces), nodes);
+        sim.run_for(Duration::from_secs(30));
+        sim
+    };
+    let (honest, attacked) = (run(false), run(true));
+    let greedy = attacked.node_count() - 1;
+    let uploaded = |sim: &Sim| -> u64 { (0..11).map(|i| sim.status(i).unwrap().bytes_up).sum() };
+    let mut banned = 0;
+    for i in 0..greedy {
+        let st = attacked.status(i).unwrap();
+        banned += st.peers_banned;
+        if i >= 3 {
+            assert_eq!(st.state, State::Ended, "receiver {i}: {st:?}");
+            assert!(st.continuity >= 0.999, "receiver {i}: {st:?}");
+            let hook = st.hook_seq.unwrap();
+            let output = attacked.output(i);
+            assert_same(
+                output,
+                &attacked.expected_from(hook),
+                &format!("receiver {i}"),
+            );
+        }
+    }
+    // What it drew beyond an honest swarm's upload: at most one copy of the stream from each
+    // of the 11 nodes (it was 39 copies before requests for pieces given were refused).
+    let stream_bytes = PAYLOAD as u64 * pieces;
+    let extra = uploaded(&attacked).saturating_sub(uploaded(&honest));
+    let copies = extra as f64 / stream_bytes as f64;
+    eprintln!("the greedy peer drew {copies:.2} copies of the stream");
+    assert!(
+        copies <= 11.0,
+        "the greedy peer drew {copies:.2} copies of the stream"
+    );
+    assert!(
+        banned >= 1,
+        "nobody banned the peer that asks again and again"
+    );
+}

@@ -29,6 +29,7 @@ use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
 use crate::torrent::InfoHash;
+use crate::wire::{LiveMessage, Message};
 
 pub mod scenario;
 mod synthetic;
@@ -46,6 +47,9 @@ pub struct NodeSpec {
     pub join_at: Duration,
     /// A hostile node: every piece it sends has one payload byte flipped.
     pub corrupts_pieces: bool,
+    /// A hostile node that only takes: whenever it sends anything, it also asks for every
+    /// piece of the last few seconds, again and again.
+    pub greedy: bool,
     /// The node's own share of every link's one-way delay (its access network); a link's
     /// delay is the sum of its two ends'. `None`: half the simulation's `one_way`.
     pub one_way: Option<Duration>,
@@ -68,6 +72,7 @@ impl NodeSpec {
             link_rate: None,
             join_at: Duration::ZERO,
             corrupts_pieces: false,
+            greedy: false,
             one_way: None,
             dialable: true,
             leave_at: None,
@@ -557,9 +562,14 @@ impl Sim {
                     let Some(&(j, remote)) = self.nodes[i].conns.get(&peer) else {
                         continue;
                     };
-                    let data = if self.nodes[i].spec.corrupts_pieces {
+                    let spec = &self.nodes[i].spec;
+                    let (forger, greedy) = (spec.corrupts_pieces, spec.greedy);
+                    let mut at_boundary = false;
+                    let data = if forger || greedy {
                         let state = self.nodes[i].forging.entry(peer).or_default();
-                        corrupt_pieces(data, state)
+                        let data = walk_frames(data, state, forger);
+                        at_boundary = !state.piece_next;
+                        data
                     } else {
                         data
                     };
@@ -572,6 +582,9 @@ impl Sim {
                             data,
                         },
                     );
+                    if greedy && at_boundary {
+                        self.greedy_requests(i, peer, j, remote);
+                    }
                 }
                 Output::Connect(addr) => {
                     let rtt = match self.by_addr.get(&addr) {
@@ -631,6 +644,26 @@ impl Sim {
     /// uplink and the connection's TCP rate let them go, the link's delay, and, if a segment
     /// is lost, one more round trip (fast retransmit). Under loss a connection's rate is
     /// TCP's (Mathis et al.: MSS / RTT × 1.22 / √p). In order per connection, as TCP is.
+    /// What a greedy node adds after its own bytes: a REQUEST for each of the last
+    /// [`GREEDY_ASKS`] pieces made.
+    fn greedy_requests(&mut self, i: NodeId, peer: PeerId, j: NodeId, remote: PeerId) {
+        let mut asks = BytesMut::new();
+        for &(seq, _) in self.injected.iter().rev().take(GREEDY_ASKS) {
+            let ask = LiveMessage::Request { seq };
+            wire::encode(&Message::Live(ask), wire::OUR_LIVE_ID, &mut asks);
+        }
+        let at = self.arrival(i, peer, j, asks.len());
+        let data = asks.freeze();
+        self.schedule(
+            at,
+            Event::Data {
+                to: j,
+                conn: remote,
+                data,
+            },
+        );
+    }
+
     fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> Instant {
         let now = self.now;
         let link = self.link_delay(i, j);
@@ -736,7 +769,10 @@ impl Sim {
     }
 }
 
-/// Where a forger is in one connection's outgoing bytes, which the core hands over in
+/// Pieces a greedy node asks for each time it sends.
+const GREEDY_ASKS: usize = 20;
+
+/// Where a hostile node is in one connection's outgoing bytes, which the core hands over in
 /// chunks: a piece goes as its own chunk after a chunk that ends with its message header.
 #[derive(Default)]
 struct Forging {
@@ -744,31 +780,40 @@ struct Forging {
     piece_next: bool,
 }
 
-/// Flips a payload byte of every piece in a chunk of outgoing wire bytes.
-fn corrupt_pieces(data: Bytes, state: &mut Forging) -> Bytes {
-    let mut buf = BytesMut::from(&data[..]);
+/// Follows a chunk of outgoing wire bytes message by message; with `flip`, flips a payload
+/// byte of every piece in it (in a copy: the shared piece stays as it is).
+fn walk_frames(data: Bytes, state: &mut Forging, flip: bool) -> Bytes {
+    let mut payload_bytes = Vec::new();
     if std::mem::take(&mut state.piece_next) {
-        if let Some(b) = buf.get_mut(crate::piece::HEADER_LEN) {
+        payload_bytes.push(crate::piece::HEADER_LEN);
+    } else {
+        let mut pos = if std::mem::replace(&mut state.handshake_sent, true) {
+            0
+        } else {
+            wire::HANDSHAKE_LEN
+        };
+        while pos + wire::PIECE_HEAD_LEN <= data.len() {
+            let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            let head = &data[pos..pos + wire::PIECE_HEAD_LEN];
+            if wire::pending_piece(head, usize::MAX).is_some() {
+                let at = pos + wire::PIECE_HEAD_LEN + crate::piece::HEADER_LEN;
+                if pos + wire::PIECE_HEAD_LEN == data.len() {
+                    state.piece_next = true; // the piece is the next chunk
+                } else if at < pos + 4 + len {
+                    payload_bytes.push(at);
+                }
+            }
+            pos += 4 + len;
+        }
+    }
+    if !flip || payload_bytes.is_empty() {
+        return data;
+    }
+    let mut buf = BytesMut::from(&data[..]);
+    for at in payload_bytes {
+        if let Some(b) = buf.get_mut(at) {
             *b ^= 0xff;
         }
-        return buf.freeze();
-    }
-    let mut pos = if std::mem::replace(&mut state.handshake_sent, true) {
-        0
-    } else {
-        wire::HANDSHAKE_LEN
-    };
-    while pos + wire::PIECE_HEAD_LEN <= buf.len() {
-        let len = u32::from_be_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
-        if wire::pending_piece(&buf[pos..pos + wire::PIECE_HEAD_LEN], usize::MAX).is_some() {
-            let payload_at = pos + wire::PIECE_HEAD_LEN + crate::piece::HEADER_LEN;
-            match buf.get_mut(payload_at) {
-                Some(b) if payload_at < pos + 4 + len => *b ^= 0xff,
-                Some(_) => {}
-                None => state.piece_next = true,
-            }
-        }
-        pos += 4 + len;
     }
     buf.freeze()
 }

@@ -129,6 +129,11 @@ impl Swarm {
         if room == 0 {
             return;
         }
+        // Nobody to ask: no need to look for what to ask for.
+        let mut open = picker::open_peers(self.peers.map());
+        if open.is_empty() {
+            return;
+        }
         let urgent_within = (self.config.latency / 2).min(Duration::from_secs(1));
         let view = picker::View {
             now,
@@ -143,7 +148,8 @@ impl Swarm {
             if self.eos_seq.is_some_and(|e| want.seq > e) {
                 continue;
             }
-            let Some(pid) = picker::choose_peer(want, now, self.peers.map(), &mut self.rng) else {
+            let peers = self.peers.map();
+            let Some(pid) = picker::choose_peer(want, now, peers, &open, &mut self.rng) else {
                 continue;
             };
             let expires = now + self.request_timeout(self.peers.get(pid).unwrap(), want.seq, now);
@@ -151,6 +157,12 @@ impl Swarm {
             p.requested.insert(want.seq, Sent { at: now, expires });
             send_live(p, LiveMessage::Request { seq: want.seq });
             self.download.inflight.insert(want.seq, pid);
+            if p.requested.len() >= picker::MAX_REQUESTS_PER_PEER {
+                open.retain(|&o| o != pid);
+                if open.is_empty() {
+                    break;
+                }
+            }
         }
     }
 

@@ -187,6 +187,10 @@ pub enum DisconnectReason {
     /// The peer sent a piece that fails verification (it is banned).
     #[error("bad piece {seq}: {error}")]
     BadPiece { seq: u64, error: PieceError },
+    /// The peer kept asking for pieces it was given already (it is banned): a peer that only
+    /// takes, at the cost of everyone else's upload.
+    #[error("asked again for {repeats} pieces it was given")]
+    RepeatedRequests { repeats: u32 },
 }
 
 const RECHOKE: Duration = Duration::from_secs(10);

@@ -46,6 +46,10 @@ pub struct Peer {
     pub window_start: u64,
     /// Pieces we told this peer we hold.
     pub told: BTreeSet<u64>,
+    /// Pieces we sent this peer: it holds them, so asking again is abuse.
+    pub given: BTreeSet<u64>,
+    /// Requests for pieces in `given`; the peer is banned past [`MAX_REPEATED_REQUESTS`].
+    pub repeated_requests: u32,
     /// Our requests to this peer: when we sent each and when we give up on it.
     pub requested: BTreeMap<u64, Sent>,
     /// Pieces this peer failed to deliver in time (or rejected), and until when it is not
@@ -114,6 +118,11 @@ pub const MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
 /// How long a peer that failed a request is not asked for that piece again.
 pub const REFUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Requests for pieces already given that a peer may make before it is banned. An honest
+/// peer makes none (a request it gave up on is cancelled before the piece goes, or the piece
+/// arrives and is kept); a few are forgiven all the same.
+pub const MAX_REPEATED_REQUESTS: u32 = 8;
+
 /// Most HAVE entries remembered per peer; older ones are dropped first.
 pub const MAX_PEER_HAVES: usize = 16_384;
 
@@ -137,6 +146,8 @@ impl Peer {
             haves: BTreeSet::new(),
             window_start: 0,
             told: BTreeSet::new(),
+            given: BTreeSet::new(),
+            repeated_requests: 0,
             requested: BTreeMap::new(),
             refused: HashMap::new(),
             queue: VecDeque::new(),
@@ -185,6 +196,7 @@ impl Peer {
     /// Forgets bookkeeping for pieces below our own window.
     fn prune_below(&mut self, seq: u64, holders: &mut Holders) {
         self.told = self.told.split_off(&seq);
+        self.given = self.given.split_off(&seq);
         self.refused.retain(|&s, _| s >= seq);
         if seq > self.window_start {
             self.forget_haves_below(seq, holders);

@@ -88,22 +88,30 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
     urgent
 }
 
-/// The peer to ask for `want`: one that holds it, is not choking us, has room for another
-/// request and did not fail it before. The injector only when nobody else can.
+/// Peers that can take a request now: connected, not choking us, with room for another.
+pub fn open_peers(peers: &BTreeMap<PeerId, Peer>) -> Vec<PeerId> {
+    let open =
+        |p: &Peer| p.is_active() && !p.peer_choking && p.requested.len() < MAX_REQUESTS_PER_PEER;
+    peers
+        .iter()
+        .filter(|(_, p)| open(p))
+        .map(|(&id, _)| id)
+        .collect()
+}
+
+/// The peer to ask for `want`, among the `open` ones (see [`open_peers`]): one that holds it
+/// and did not fail it before. The injector only when nobody else can.
 pub fn choose_peer(
     want: Want,
     now: Instant,
     peers: &BTreeMap<PeerId, Peer>,
+    open: &[PeerId],
     rng: &mut impl Rng,
 ) -> Option<PeerId> {
     let mut best: Option<(PeerId, (bool, u64, u32))> = None;
-    for (&id, p) in peers {
-        if !p.is_active()
-            || p.peer_choking
-            || !p.has(want.seq)
-            || p.requested.len() >= MAX_REQUESTS_PER_PEER
-            || p.refuses(want.seq, now)
-        {
+    for &id in open {
+        let p = &peers[&id];
+        if !p.has(want.seq) || p.refuses(want.seq, now) {
             continue;
         }
         // Lower is better: not the source, then the soonest expected answer (requests already

@@ -272,6 +272,43 @@ fn a_peer_sending_a_forged_piece_is_banned_by_address_and_id() {
 }
 
 #[test]
+fn a_peer_asking_again_for_pieces_it_was_given_gets_each_once_then_is_banned() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Injector, 0), t0);
+    for seq in 1..=3 {
+        s.handle(t0, Input::LocalPiece(piece(seq, &key())));
+    }
+    let mut raw = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    raw.handshake(&mut s, t0, [b'g'; 20], Role::Receiver);
+    raw.send_msg(&mut s, t0, Message::Interested);
+    let pieces = |raw: &RawPeer| {
+        (raw.heard.messages.iter())
+            .filter(|m| matches!(m, Message::Live(LiveMessage::Piece(_))))
+            .count()
+    };
+    let request = |raw: &mut RawPeer, s: &mut Swarm, seq| {
+        raw.send_msg(s, t0, Message::Live(LiveMessage::Request { seq }));
+    };
+    for seq in 1..=3 {
+        request(&mut raw, &mut s, seq);
+    }
+    assert_eq!(pieces(&raw), 3, "each piece asked for is served");
+    for round in 0..peer::MAX_REPEATED_REQUESTS {
+        request(&mut raw, &mut s, 1 + u64::from(round) % 3);
+    }
+    assert_eq!(pieces(&raw), 3, "a piece given is not given again");
+    assert_eq!(raw.heard.disconnected, None, "a few repeats are forgiven");
+    request(&mut raw, &mut s, 2);
+    assert_eq!(
+        raw.heard.disconnected,
+        Some(DisconnectReason::RepeatedRequests {
+            repeats: peer::MAX_REPEATED_REQUESTS + 1
+        })
+    );
+    assert_eq!(s.status(t0).peers_banned, 1);
+}
+
+#[test]
 fn reading_a_have_for_a_piece_already_asked_for_does_not_rerun_the_picker() {
     let t0 = Instant::now();
     let mut s = Swarm::new(config(Role::Seed, 0), t0);

@@ -56,7 +56,15 @@ impl Swarm {
         }
         let now = self.now;
         let p = self.peers.get_mut(id).unwrap();
-        if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
+        if p.given.contains(&seq) {
+            // It has this piece from us: serving it again would take upload from the others.
+            p.repeated_requests += 1;
+            if p.repeated_requests > peer::MAX_REPEATED_REQUESTS {
+                let repeats = p.repeated_requests;
+                return self.ban(id, DisconnectReason::RepeatedRequests { repeats });
+            }
+            send_live(p, LiveMessage::Reject { seq });
+        } else if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
             send_live(p, LiveMessage::Reject { seq });
         } else if !p.queue.iter().any(|(s, _)| *s == seq) {
             p.queue.push_back((seq, now));
@@ -140,6 +148,7 @@ impl Swarm {
                     self.upload.queued.remove(&id);
                 }
                 p.up_recent += len;
+                p.given.insert(seq);
                 send_piece(p, piece);
                 self.stats.bytes_up += len;
                 self.stats.pieces_sent += 1;
