@@ -31,8 +31,11 @@ use crate::swarm::{
 use crate::torrent::InfoHash;
 use crate::wire::{LiveMessage, Message};
 
+mod hostile;
 pub mod scenario;
 mod synthetic;
+
+use hostile::{Forging, GREEDY_ASKS, walk_frames};
 pub use synthetic::SyntheticTs;
 
 pub type NodeId = usize;
@@ -573,15 +576,7 @@ impl Sim {
                     } else {
                         data
                     };
-                    let at = self.arrival(i, peer, j, data.len());
-                    self.schedule(
-                        at,
-                        Event::Data {
-                            to: j,
-                            conn: remote,
-                            data,
-                        },
-                    );
+                    self.send(i, peer, j, remote, data);
                     if greedy && at_boundary {
                         self.greedy_requests(i, peer, j, remote);
                     }
@@ -640,10 +635,6 @@ impl Sim {
         }
     }
 
-    /// When `len` bytes node `i` sends on connection `peer` (to node `j`) arrive: after its
-    /// uplink and the connection's TCP rate let them go, the link's delay, and, if a segment
-    /// is lost, one more round trip (fast retransmit). Under loss a connection's rate is
-    /// TCP's (Mathis et al.: MSS / RTT × 1.22 / √p). In order per connection, as TCP is.
     /// What a greedy node adds after its own bytes: a REQUEST for each of the last
     /// [`GREEDY_ASKS`] pieces made.
     fn greedy_requests(&mut self, i: NodeId, peer: PeerId, j: NodeId, remote: PeerId) {
@@ -652,8 +643,12 @@ impl Sim {
             let ask = LiveMessage::Request { seq };
             wire::encode(&Message::Live(ask), wire::OUR_LIVE_ID, &mut asks);
         }
-        let at = self.arrival(i, peer, j, asks.len());
-        let data = asks.freeze();
+        self.send(i, peer, j, remote, asks.freeze());
+    }
+
+    /// Puts bytes node `i` sends on connection `peer` on the wire to node `j`'s `remote`.
+    fn send(&mut self, i: NodeId, peer: PeerId, j: NodeId, remote: PeerId, data: Bytes) {
+        let at = self.arrival(i, peer, j, data.len());
         self.schedule(
             at,
             Event::Data {
@@ -664,6 +659,10 @@ impl Sim {
         );
     }
 
+    /// When `len` bytes node `i` sends on connection `peer` (to node `j`) arrive: after its
+    /// uplink and the connection's TCP rate let them go, the link's delay, and, if a segment
+    /// is lost, one more round trip (fast retransmit). Under loss a connection's rate is
+    /// TCP's (Mathis et al.: MSS / RTT × 1.22 / √p). In order per connection, as TCP is.
     fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> Instant {
         let now = self.now;
         let link = self.link_delay(i, j);
@@ -767,55 +766,6 @@ impl Sim {
     pub fn wall_us(&self) -> u64 {
         WALL_START_US + (self.now - self.start).as_micros() as u64
     }
-}
-
-/// Pieces a greedy node asks for each time it sends.
-const GREEDY_ASKS: usize = 20;
-
-/// Where a hostile node is in one connection's outgoing bytes, which the core hands over in
-/// chunks: a piece goes as its own chunk after a chunk that ends with its message header.
-#[derive(Default)]
-struct Forging {
-    handshake_sent: bool,
-    piece_next: bool,
-}
-
-/// Follows a chunk of outgoing wire bytes message by message; with `flip`, flips a payload
-/// byte of every piece in it (in a copy: the shared piece stays as it is).
-fn walk_frames(data: Bytes, state: &mut Forging, flip: bool) -> Bytes {
-    let mut payload_bytes = Vec::new();
-    if std::mem::take(&mut state.piece_next) {
-        payload_bytes.push(crate::piece::HEADER_LEN);
-    } else {
-        let mut pos = if std::mem::replace(&mut state.handshake_sent, true) {
-            0
-        } else {
-            wire::HANDSHAKE_LEN
-        };
-        while pos + wire::PIECE_HEAD_LEN <= data.len() {
-            let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-            let head = &data[pos..pos + wire::PIECE_HEAD_LEN];
-            if wire::pending_piece(head, usize::MAX).is_some() {
-                let at = pos + wire::PIECE_HEAD_LEN + crate::piece::HEADER_LEN;
-                if pos + wire::PIECE_HEAD_LEN == data.len() {
-                    state.piece_next = true; // the piece is the next chunk
-                } else if at < pos + 4 + len {
-                    payload_bytes.push(at);
-                }
-            }
-            pos += 4 + len;
-        }
-    }
-    if !flip || payload_bytes.is_empty() {
-        return data;
-    }
-    let mut buf = BytesMut::from(&data[..]);
-    for at in payload_bytes {
-        if let Some(b) = buf.get_mut(at) {
-            *b ^= 0xff;
-        }
-    }
-    buf.freeze()
 }
 
 #[cfg(test)]
