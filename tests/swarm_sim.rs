@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nordlys::sim::{NodeSpec, Sim, StreamSpec};
+use nordlys::sim::{Hostile, NodeSpec, Sim, StreamSpec};
 use nordlys::swarm::{Delivery, Role, State};
 
 const PAYLOAD: usize = 188 * 100; // 18.8 kB
@@ -186,7 +186,7 @@ fn bad_signature_is_never_output_and_the_sender_is_banned() {
             ..NodeSpec::new(Role::Injector)
         },
         NodeSpec {
-            corrupts_pieces: true,
+            hostile: Some(Hostile::Forger),
             join_at: Duration::from_millis(200),
             ..NodeSpec::new(Role::Seed)
         },
@@ -299,7 +299,7 @@ fn a_peer_that_asks_for_everything_again_and_again_gets_each_piece_once_and_stal
         let mut nodes = concert(8, 2000);
         if with_greedy {
             nodes.push(NodeSpec {
-                greedy: true,
+                hostile: Some(Hostile::Greedy),
                 upload_limit: Some(0),
                 join_at: Duration::from_millis(3100),
                 ..NodeSpec::new(Role::Receiver)
@@ -342,4 +342,77 @@ fn a_peer_that_asks_for_everything_again_and_again_gets_each_piece_once_and_stal
         banned >= 1,
         "nobody banned the peer that asks again and again"
     );
+}
+
+/// The concert of [`run_concert`] (8 honest receivers at 1 s latency) with `kinds` of hostile
+/// peers joining among them as receivers. Every honest receiver ends with a byte-exact copy of
+/// the stream from its hook-in on, on time; what the run did is returned for more checks.
+fn concert_with_hostile(seed: u64, kinds: &[Hostile]) -> Sim {
+    let mut nodes = concert(8, 1000);
+    for (k, &kind) in kinds.iter().enumerate() {
+        nodes.push(NodeSpec {
+            hostile: Some(kind),
+            upload_limit: Some(RATE * 2),
+            join_at: Duration::from_millis(2900 + 70 * k as u64),
+            ..NodeSpec::new(Role::Receiver)
+        });
+    }
+    let mut sim = Sim::new(seed, Duration::from_millis(1), stream(200), nodes);
+    sim.run_for(Duration::from_secs(40));
+    for i in 3..11 {
+        let st = sim.status(i).unwrap();
+        assert_eq!(
+            st.state,
+            State::Ended,
+            "receiver {i} with {kinds:?}: {st:?}"
+        );
+        assert_eq!(
+            (st.pieces_missed, st.pieces_late),
+            (0, 0),
+            "receiver {i} with {kinds:?}: {st:?}"
+        );
+        let hook = st.hook_seq.unwrap();
+        assert_same(
+            sim.output(i),
+            &sim.expected_from(hook),
+            &format!("receiver {i} with {kinds:?}"),
+        );
+    }
+    sim
+}
+
+#[test]
+fn each_kind_of_hostile_peer_alone_leaves_every_honest_output_whole() {
+    for kind in Hostile::ALL {
+        let sim = concert_with_hostile(11, &[kind; 3]);
+        let honest = (1..11).map(|i| sim.status(i).unwrap());
+        let (banned, rejected, refused, timeouts) = honest.fold((0, 0, 0, 0), |t, st| {
+            (
+                t.0 + st.peers_banned,
+                t.1 + st.pieces_rejected,
+                t.2 + st.claims_refused,
+                t.3 + st.request_timeouts,
+            )
+        });
+        eprintln!(
+            "{kind:?}: banned {banned}, rejected {rejected}, claims refused {refused}, \
+             request timeouts {timeouts}"
+        );
+        match kind {
+            // Each bad piece cost its sender the connection and its address.
+            Hostile::Forger => assert!(rejected > 0 && banned == rejected),
+            Hostile::Liar => assert!(refused > 0 && banned > 0),
+            // Routed around (each of its timeouts makes it look twice as slow), not banned:
+            // a peer without upload is honest too.
+            Hostile::Staller => assert!(timeouts > 0 && banned == 0),
+            Hostile::Greedy => assert!(banned > 0),
+        }
+    }
+}
+
+#[test]
+fn hostile_peers_of_every_kind_at_30_percent_leave_every_honest_output_whole() {
+    // 11 honest nodes (injector, 2 seedboxes, 8 receivers) and 5 hostile: 31 %.
+    use Hostile::*;
+    concert_with_hostile(12, &[Forger, Greedy, Staller, Liar, Forger]);
 }

@@ -29,13 +29,14 @@ use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
 use crate::torrent::InfoHash;
-use crate::wire::{LiveMessage, Message};
+use crate::wire::{HaveEntry, LiveMessage, Message};
 
 mod hostile;
 pub mod scenario;
 mod synthetic;
 
-use hostile::{Forging, GREEDY_ASKS, walk_frames};
+pub use hostile::Hostile;
+use hostile::{Forging, GREEDY_ASKS, LIAR_AHEAD, LIAR_FAR, walk_frames};
 pub use synthetic::SyntheticTs;
 
 pub type NodeId = usize;
@@ -48,11 +49,8 @@ pub struct NodeSpec {
     /// The node's link capacity in bytes per second (all wire bytes), if limited.
     pub link_rate: Option<u64>,
     pub join_at: Duration,
-    /// A hostile node: every piece it sends has one payload byte flipped.
-    pub corrupts_pieces: bool,
-    /// A hostile node that only takes: whenever it sends anything, it also asks for every
-    /// piece of the last few seconds, again and again.
-    pub greedy: bool,
+    /// A hostile node, and of which kind.
+    pub hostile: Option<Hostile>,
     /// The node's own share of every link's one-way delay (its access network); a link's
     /// delay is the sum of its two ends'. `None`: half the simulation's `one_way`.
     pub one_way: Option<Duration>,
@@ -74,8 +72,7 @@ impl NodeSpec {
             upload_limit: None,
             link_rate: None,
             join_at: Duration::ZERO,
-            corrupts_pieces: false,
-            greedy: false,
+            hostile: None,
             one_way: None,
             dialable: true,
             leave_at: None,
@@ -212,7 +209,8 @@ pub struct Sim {
 /// Virtual wall clock: microseconds since the Unix epoch at simulation start.
 const WALL_START_US: u64 = 1_700_000_000_000_000;
 /// The injector's epoch: the sequence number of its first piece.
-pub const FIRST_SEQ: u64 = 1000;
+/// As the real injector's, its wall clock in milliseconds (see `Injector::new`).
+pub const FIRST_SEQ: u64 = WALL_START_US / 1000;
 
 impl Sim {
     pub fn new(seed: u64, one_way: Duration, stream: StreamSpec, nodes: Vec<NodeSpec>) -> Self {
@@ -565,20 +563,20 @@ impl Sim {
                     let Some(&(j, remote)) = self.nodes[i].conns.get(&peer) else {
                         continue;
                     };
-                    let spec = &self.nodes[i].spec;
-                    let (forger, greedy) = (spec.corrupts_pieces, spec.greedy);
-                    let mut at_boundary = false;
-                    let data = if forger || greedy {
-                        let state = self.nodes[i].forging.entry(peer).or_default();
-                        let data = walk_frames(data, state, forger);
-                        at_boundary = !state.piece_next;
-                        data
-                    } else {
-                        data
+                    let Some(hostile) = self.nodes[i].spec.hostile else {
+                        self.send(i, peer, j, remote, data);
+                        continue;
                     };
-                    self.send(i, peer, j, remote, data);
-                    if greedy && at_boundary {
-                        self.greedy_requests(i, peer, j, remote);
+                    let state = self.nodes[i].forging.entry(peer).or_default();
+                    let data = walk_frames(data, state, hostile.pieces());
+                    let at_boundary = !state.piece_next;
+                    if !data.is_empty() {
+                        self.send(i, peer, j, remote, data);
+                    }
+                    match hostile {
+                        Hostile::Greedy if at_boundary => self.greedy_requests(i, peer, j, remote),
+                        Hostile::Liar if at_boundary => self.lies(i, peer, j, remote),
+                        _ => {}
                     }
                 }
                 Output::Connect(addr) => {
@@ -644,6 +642,42 @@ impl Sim {
             wire::encode(&Message::Live(ask), wire::OUR_LIVE_ID, &mut asks);
         }
         self.send(i, peer, j, remote, asks.freeze());
+    }
+
+    /// What a liar adds after its own bytes: claims of the pieces after the newest, made or
+    /// not, as keyframes stamped now; and once per connection a maximum-size HAVE of pieces
+    /// a million numbers ahead.
+    fn lies(&mut self, i: NodeId, peer: PeerId, j: NodeId, remote: PeerId) {
+        let Some(&(newest, _)) = self.injected.last() else {
+            return;
+        };
+        let now_us = self.wall_us();
+        let state = self.nodes[i].forging.entry(peer).or_default();
+        let claim = |seq| HaveEntry {
+            seq,
+            timestamp_us: now_us,
+            flags: crate::piece::FLAG_RANDOM_ACCESS,
+        };
+        let mut entries: Vec<HaveEntry> = (newest + 1..=newest + LIAR_AHEAD)
+            .filter(|&seq| seq > state.claimed_upto)
+            .map(claim)
+            .collect();
+        if !std::mem::replace(&mut state.told_far, true) {
+            let far = newest + LIAR_FAR;
+            entries.extend((far..far + wire::MAX_HAVE_ENTRIES as u64).map(claim));
+        }
+        state.claimed_upto = state.claimed_upto.max(newest + LIAR_AHEAD);
+        let mut lies = BytesMut::new();
+        for chunk in entries.chunks(wire::MAX_HAVE_ENTRIES) {
+            let have = LiveMessage::Have {
+                window_start: 0,
+                entries: chunk.to_vec(),
+            };
+            wire::encode(&Message::Live(have), wire::OUR_LIVE_ID, &mut lies);
+        }
+        if !lies.is_empty() {
+            self.send(i, peer, j, remote, lies.freeze());
+        }
     }
 
     /// Puts bytes node `i` sends on connection `peer` on the wire to node `j`'s `remote`.

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{DELAY_BUCKET, NodeSpec, Sim, StreamSpec, TrackerSpec};
+use super::{DELAY_BUCKET, Hostile, NodeSpec, Sim, StreamSpec, TrackerSpec};
 use crate::swarm::Role;
 
 /// Every knob, with the defaults of a small concert. Ranges are `[low, high]`, drawn
@@ -50,6 +50,12 @@ pub struct Scenario {
     pub tracker_sample: usize,
     pub tracker_delay_ms: u64,
     pub reannounce_s: u64,
+    /// Hostile peers, as a share of the whole audience (honest receivers and hostile peers
+    /// together): 0.3 beside 200 receivers adds 86. They join as receivers do, of the kinds
+    /// in `hostile_kinds` in turn, and are drawn from a random stream of their own, so the
+    /// honest receivers are the same as in the run without them.
+    pub hostile: f64,
+    pub hostile_kinds: Vec<Hostile>,
 }
 
 impl Default for Scenario {
@@ -76,6 +82,8 @@ impl Default for Scenario {
             tracker_sample: 50,
             tracker_delay_ms: 200,
             reannounce_s: 30,
+            hostile: 0.0,
+            hostile_kinds: Hostile::ALL.to_vec(),
         }
     }
 }
@@ -98,6 +106,9 @@ fn set_upload(n: &mut NodeSpec, bytes_per_sec: f64) {
     n.upload_limit = Some(bytes_per_sec as u64);
     n.link_rate = Some((bytes_per_sec * 1.25) as u64 + CONTROL_RATE);
 }
+
+/// Mixed into the seed for the hostile peers' draws.
+const HOSTILE_SEED: u64 = 0x0068_6f73_7469_6c65;
 
 /// How long the run goes on after the stream's last piece.
 const TAIL: Duration = Duration::from_secs(5);
@@ -140,6 +151,11 @@ impl Scenario {
         if !(positive.into_iter().all(|x| x.is_finite() && x > 0.0) && times_ok) {
             return Err(Invalid(
                 "upload multiples and keyframe_every_s must be above 0, join_over_s not below",
+            ));
+        }
+        if !(0.0..=0.9).contains(&self.hostile) || self.hostile_kinds.is_empty() {
+            return Err(Invalid(
+                "hostile is a share from 0 to 0.9, with at least one of hostile_kinds",
             ));
         }
         if self.tracker_sample == 0 || self.reannounce_s == 0 {
@@ -207,6 +223,20 @@ impl Scenario {
             }
             nodes.push(n);
         }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ HOSTILE_SEED);
+        let hostile = (self.receivers as f64 * self.hostile / (1.0 - self.hostile)).round();
+        for k in 0..hostile as usize {
+            let mut n = NodeSpec::new(Role::Receiver);
+            n.hostile = Some(self.hostile_kinds[k % self.hostile_kinds.len()]);
+            n.latency = Duration::from_millis(self.latency_ms);
+            n.join_at =
+                Duration::from_secs_f64(self.join_from_s + self.join_over_s * rng.random::<f64>());
+            let rtt = rng.random_range(self.rtt_ms[0]..=self.rtt_ms[1]);
+            n.one_way = Some(Duration::from_secs_f64(rtt / 4000.0));
+            n.loss = self.loss;
+            set_upload(&mut n, self.upload_x * rate);
+            nodes.push(n);
+        }
         let tracker = TrackerSpec {
             sample: self.tracker_sample,
             delay: Duration::from_millis(self.tracker_delay_ms),
@@ -224,6 +254,8 @@ impl Scenario {
 pub struct PeerReport {
     pub node: usize,
     pub role: Role,
+    /// A hostile peer, of this kind (left out of the summary).
+    pub hostile: Option<Hostile>,
     pub dialable: bool,
     /// Upload capacity, in multiples of the bitrate.
     pub upload_x: f64,
@@ -239,6 +271,15 @@ pub struct PeerReport {
     pub delay_p95_ms: Option<u64>,
     pub pieces_received: u64,
     pub pieces_missed: u64,
+    /// Output after they were due (the player clock moved).
+    pub pieces_late: u64,
+    /// Requests given up on, refused by the peer asked, and pieces that came twice.
+    pub request_timeouts: u64,
+    pub requests_refused: u64,
+    pub duplicates: u64,
+    /// Peers this one banned, and HAVE entries it refused as impossible.
+    pub peers_banned: u64,
+    pub claims_refused: u64,
     /// Piece payload uploaded, in copies of the stream it saw.
     pub upload_copies: f64,
 }
@@ -261,6 +302,9 @@ pub struct Summary {
     pub delay_p95_ms: Option<u64>,
     /// Receivers that stayed at least STAY_TO_COUNT and never output anything.
     pub never_started: usize,
+    /// Hostile peers in the run, and bans the honest nodes made.
+    pub hostile: usize,
+    pub bans: u64,
     pub sim_seconds: f64,
     pub events: u64,
 }
@@ -316,6 +360,7 @@ impl Scenario {
             peers.push(PeerReport {
                 node: i,
                 role: spec.role,
+                hostile: spec.hostile,
                 dialable: spec.dialable,
                 upload_x: spec.upload_limit.map_or(f64::INFINITY, |r| r as f64 / rate),
                 rtt_ms: one_way_ms * 4.0,
@@ -327,11 +372,18 @@ impl Scenario {
                 delay_p95_ms: hist_quantile(sim.delays(i), 0.95),
                 pieces_received: st.pieces_received,
                 pieces_missed: st.pieces_missed,
+                pieces_late: st.pieces_late,
+                request_timeouts: st.request_timeouts,
+                requests_refused: st.requests_refused,
+                duplicates: st.duplicates,
+                peers_banned: st.peers_banned,
+                claims_refused: st.claims_refused,
                 upload_copies: st.bytes_up as f64 / stream_bytes(span),
             });
         }
-        let receivers: Vec<&PeerReport> =
-            peers.iter().filter(|p| p.role == Role::Receiver).collect();
+        let receivers: Vec<&PeerReport> = (peers.iter())
+            .filter(|p| p.role == Role::Receiver && p.hostile.is_none())
+            .collect();
         let n = receivers.len().max(1) as f64;
         let share = |min: f64| receivers.iter().filter(|p| p.continuity >= min).count() as f64 / n;
         let mut startups: Vec<u64> = receivers.iter().filter_map(|p| p.startup_ms).collect();
@@ -339,9 +391,8 @@ impl Scenario {
         let mut delays: Vec<u64> = receivers.iter().filter_map(|p| p.delay_ms).collect();
         delays.sort_unstable();
         let copies = |role: Role| {
-            peers
-                .iter()
-                .filter(|p| p.role == role)
+            (peers.iter())
+                .filter(|p| p.role == role && p.hostile.is_none())
                 .map(|p| p.upload_copies)
                 .sum::<f64>()
         };
@@ -362,6 +413,11 @@ impl Scenario {
                 .filter(|p| p.startup_ms.is_none())
                 .filter(|p| p.left_s.unwrap_or(end_s) - p.joined_s >= STAY_TO_COUNT)
                 .count(),
+            hostile: peers.iter().filter(|p| p.hostile.is_some()).count(),
+            bans: (peers.iter())
+                .filter(|p| p.hostile.is_none())
+                .map(|p| p.peers_banned)
+                .sum(),
             sim_seconds: sim.elapsed().as_secs_f64(),
             events: sim.events_run,
         };

@@ -57,8 +57,11 @@ impl Downloader {
 impl Swarm {
     pub(super) fn hook_in(&mut self) {
         let now = self.now;
+        // The edge as the connected peers tell it, robust to a third of liars.
+        let told_edge = self.peers.told_edge(now);
         if let Some(playout) = self.role.playout_mut()
-            && let Some(seq) = playout.try_hook(now, &self.known)
+            && let Some(edge) = told_edge
+            && let Some(seq) = playout.try_hook(now, &self.known, edge)
         {
             tracing::info!(seq, "hooked in");
             self.download.need_pick();
@@ -72,8 +75,12 @@ impl Swarm {
         let RoleState::Seed { from } = &mut self.role else {
             return;
         };
-        let newest = self.known.newest().map(|(_, m)| m.timestamp_us);
-        let Some(newest) = entries.iter().map(|e| e.timestamp_us).chain(newest).max() else {
+        // The verified edge once there is one; until then what this peer says.
+        let newest = match self.known.edge() {
+            Some(edge) => Some(edge.timestamp_us),
+            None => entries.iter().map(|e| e.timestamp_us).max(),
+        };
+        let Some(newest) = newest else {
             return;
         };
         let floor_ts = newest.saturating_sub(SEED_BACKFILL_US);
@@ -96,14 +103,17 @@ impl Swarm {
                 // looks at what is still missing; below what we hold, skip what is unknown
                 // or too old to backfill.
                 let first = self.store.first_seq().unwrap_or(0);
-                let newest_ts = self.known.newest().map_or(0, |(_, m)| m.timestamp_us);
-                let worth = |seq: u64| {
-                    self.known
-                        .get(seq)
-                        .is_some_and(|m| m.timestamp_us + SEED_BACKFILL_US >= newest_ts)
-                };
+                let newest_ts = self.known.edge().map_or(0, |e| e.timestamp_us);
                 let mut f = (*from)?;
-                while self.store.contains(f) || (f < first && !worth(f)) {
+                if f < first {
+                    // Below what we hold: the first known piece recent enough to backfill
+                    // (found among the known ones: a claimed number may be far below).
+                    let worth = |m: &store::Meta| m.timestamp_us + SEED_BACKFILL_US >= newest_ts;
+                    f = (self.known.range_from(f))
+                        .find(|(s, m)| *s >= first || (!self.store.contains(*s) && worth(m)))
+                        .map_or(first, |(s, _)| s.min(first));
+                }
+                while self.store.contains(f) {
                     f += 1;
                 }
                 *from = Some(f);
@@ -130,7 +140,7 @@ impl Swarm {
             return;
         }
         // Nobody to ask: no need to look for what to ask for.
-        let mut open = picker::open_peers(self.peers.map());
+        let mut open = picker::open_peers(self.peers.map(), now);
         if open.is_empty() {
             return;
         }
@@ -157,7 +167,7 @@ impl Swarm {
             p.requested.insert(want.seq, Sent { at: now, expires });
             send_live(p, LiveMessage::Request { seq: want.seq });
             self.download.inflight.insert(want.seq, pid);
-            if p.requested.len() >= picker::MAX_REQUESTS_PER_PEER {
+            if !p.has_request_room(now) {
                 open.retain(|&o| o != pid);
                 if open.is_empty() {
                     break;
@@ -171,8 +181,12 @@ impl Swarm {
     fn request_timeout(&self, p: &Peer, seq: u64, sent: Instant) -> Duration {
         let srtt = Duration::from_micros(p.srtt_us.unwrap_or(100_000));
         let mut timeout = srtt * 4;
-        if let Some(due) = self.role.playout().and_then(|pl| pl.due(seq, &self.known)) {
-            timeout = timeout.min(due.saturating_duration_since(sent) / 2);
+        match self.role.playout().map(|pl| pl.due(seq, &self.store)) {
+            Some(Some(due)) => timeout = timeout.min(due.saturating_duration_since(sent) / 2),
+            // Before the first output nothing is due yet, but the start is near: a peer that
+            // does not answer must not hold a piece longer than a part of the buffer.
+            Some(None) => timeout = timeout.min(self.config.latency / 4),
+            None => {}
         }
         timeout.clamp(Duration::from_millis(50), Duration::from_secs(2))
     }
@@ -192,6 +206,10 @@ impl Swarm {
             .collect();
         for (seq, sent) in expired {
             p.requested.remove(&seq);
+            if p.standing.timed_out(now) {
+                self.stats.peers_benched += 1;
+                tracing::debug!(peer = %p.addr, "peer leaves requests unanswered: not asked for a while");
+            }
             // Back off: the peer is at least twice as slow as we waited (as TCP does).
             p.note_rtt(2 * now.saturating_duration_since(sent.at).as_micros() as u64);
             p.refuse(seq, now);

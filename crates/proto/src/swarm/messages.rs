@@ -176,6 +176,19 @@ impl Swarm {
                 window_start,
                 entries,
             } => {
+                // Claims beyond what the injector can have made are lies: never taken, and
+                // counted against the peer.
+                let horizon = (self.known).horizon(now, self.config.window.as_micros() as u64);
+                let (entries, lies): (Vec<HaveEntry>, Vec<HaveEntry>) =
+                    (entries.into_iter()).partition(|e| horizon.is_none_or(|h| e.seq <= h));
+                if !lies.is_empty() {
+                    self.stats.claims_refused += lies.len() as u64;
+                    let p = self.peers.get_mut(id).unwrap();
+                    if p.standing.lied(lies.len() as u32) {
+                        let claims = p.standing.implausible;
+                        return self.ban(id, DisconnectReason::ImplausibleClaims { claims });
+                    }
+                }
                 let seqs = entries.iter().map(|e| e.seq);
                 self.peers.learn_haves(id, window_start, seqs);
                 // The injector makes every piece: peers' claims teach it nothing.
@@ -185,7 +198,9 @@ impl Swarm {
                 // First, so that a seed's older piece told late lowers the floor below.
                 self.seed_backfill(&entries);
                 let floor = self.window_floor();
-                for e in entries.iter().filter(|e| e.seq >= floor) {
+                // Only what the peer table kept of the claims (bounded per peer).
+                let Some(p) = self.peers.get(id) else { return };
+                for e in entries.iter().filter(|e| e.seq >= floor && p.has(e.seq)) {
                     self.known.learn(e, now);
                     if !self.store.contains(e.seq) && !self.download.is_inflight(e.seq) {
                         self.download.need_pick();
@@ -197,9 +212,11 @@ impl Swarm {
             LiveMessage::Reject { seq } => {
                 let p = self.peers.get_mut(id).unwrap();
                 if let Some(sent) = p.requested.remove(&seq) {
+                    self.stats.requests_refused += 1;
                     // A refusal costs the requester the time it waited: count it as that slow.
                     p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64);
                     p.refuse(seq, now);
+                    p.standing.refused();
                     self.download.ended(seq, id);
                     self.timers
                         .set_earliest(Timer::Retry, now + peer::REFUSE_FOR);
@@ -244,6 +261,7 @@ impl Swarm {
             }
         };
         let p = self.peers.get_mut(id).unwrap();
+        p.standing.delivered();
         p.down_recent += header.payload_len as u64;
         self.stats.pieces_received += 1;
         self.stats.bytes_down += header.payload_len as u64;

@@ -191,6 +191,9 @@ pub enum DisconnectReason {
     /// takes, at the cost of everyone else's upload.
     #[error("asked again for {repeats} pieces it was given")]
     RepeatedRequests { repeats: u32 },
+    /// The peer claimed pieces beyond anything the injector can have made (it is banned).
+    #[error("claimed {claims} pieces that cannot exist yet")]
+    ImplausibleClaims { claims: u32 },
 }
 
 const RECHOKE: Duration = Duration::from_secs(10);
@@ -450,6 +453,9 @@ impl Swarm {
         if self.addrs.changed() || self.timers.is_due(Timer::Dial, now) {
             self.dial();
         }
+        for seq in self.peers.take_orphaned() {
+            self.known.forget_claim(seq);
+        }
         self.flush();
     }
 
@@ -479,14 +485,14 @@ impl Swarm {
         };
         let now = self.now;
         let before = playout.cursor();
-        for d in playout.advance(now, &self.store, &self.known) {
+        for d in playout.advance(now, &self.store) {
             self.outputs.push_back(Output::Deliver(d));
         }
         if playout.cursor() != before {
             self.download.need_pick();
         }
         let next = [
-            playout.next_deadline(now, &self.store, &self.known),
+            playout.next_deadline(now, &self.store),
             playout.hook_at(now),
         ]
         .into_iter()

@@ -14,8 +14,6 @@ use crate::swarm::peer::{Holders, Peer, PeerId};
 use crate::swarm::playout::Playout;
 use crate::swarm::store::{Known, Store};
 
-/// Requests outstanding to one peer at most; more only queue up behind its upload limit.
-pub const MAX_REQUESTS_PER_PEER: usize = 6;
 /// Requests outstanding in total at most.
 pub const MAX_INFLIGHT: usize = 48;
 /// How far ahead of the output cursor a receiver fetches, in pieces.
@@ -65,7 +63,7 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
         if holders == 0 {
             continue; // nobody to ask
         }
-        let due = playout.and_then(|p| p.due(seq, known));
+        let due = playout.and_then(|p| p.due(seq, store));
         if let (Some(due), Some(newest)) = (due, newest_held)
             && due <= now
             && newest > seq
@@ -89,9 +87,8 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
 }
 
 /// Peers that can take a request now: connected, not choking us, with room for another.
-pub fn open_peers(peers: &BTreeMap<PeerId, Peer>) -> Vec<PeerId> {
-    let open =
-        |p: &Peer| p.is_active() && !p.peer_choking && p.requested.len() < MAX_REQUESTS_PER_PEER;
+pub fn open_peers(peers: &BTreeMap<PeerId, Peer>, now: Instant) -> Vec<PeerId> {
+    let open = |p: &Peer| p.is_active() && !p.peer_choking && p.has_request_room(now);
     peers
         .iter()
         .filter(|(_, p)| open(p))

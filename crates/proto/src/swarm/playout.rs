@@ -59,7 +59,8 @@ pub struct Playout {
 pub const HOOK_GATHER: Duration = Duration::from_millis(150);
 /// Stream held before the first output: half the latency, at most this much.
 pub const PREBUFFER_MAX: Duration = Duration::from_millis(500);
-/// The first output waits at most this long for the prebuffer after hook-in.
+/// The first output waits at most this long for the prebuffer after hook-in (which may come
+/// long after the first announcement, when the stream is younger than the latency).
 pub const PREBUFFER_WAIT_MAX: Duration = Duration::from_millis(700);
 /// A hook piece not obtained in this time is given up on: hook in again.
 pub const REHOOK_AFTER: Duration = Duration::from_secs(2);
@@ -97,20 +98,21 @@ impl Playout {
         self.stalled
     }
 
-    /// Hook-in: the newest keyframe piece that still leaves `latency` of stream after it.
+    /// Hook-in: the newest keyframe piece that still leaves `latency` of stream after it, up
+    /// to `edge` (the live edge as peers tell it: see `PeerTable::told_edge`).
     /// Returns the chosen piece, or `None` while nothing known qualifies yet.
-    pub fn try_hook(&mut self, now: Instant, known: &Known) -> Option<u64> {
+    pub fn try_hook(&mut self, now: Instant, known: &Known, edge: u64) -> Option<u64> {
         if self.cursor.is_some() {
             return None;
         }
-        let (_, newest) = known.newest()?;
+        let (_, newest) = known.rev_upto(edge).next()?;
         let first = *self.first_info_at.get_or_insert(now);
         if now < first + HOOK_GATHER {
             return None;
         }
         let newest_ts = newest.timestamp_us;
         let seq = known
-            .iter_rev()
+            .rev_upto(edge)
             .filter(|(_, m)| m.flags & crate::piece::FLAG_RANDOM_ACCESS != 0)
             .find(|(_, m)| newest_ts.saturating_sub(m.timestamp_us) >= self.latency_us)
             .map(|(s, _)| s)?;
@@ -120,43 +122,68 @@ impl Playout {
         Some(seq)
     }
 
-    /// When piece `seq` is due on the player clock, if that can be told.
-    pub fn due(&self, seq: u64, known: &Known) -> Option<Instant> {
+    /// When piece `seq` is due on the player clock, if that can be told. Only verified
+    /// pieces tell it (a peer's timestamps are hints): a missing piece is due no later than
+    /// the next piece held; one past everything held, a piece time per number after the
+    /// newest before it.
+    pub fn due(&self, seq: u64, store: &Store) -> Option<Instant> {
         let (anchor_at, anchor_ts) = self.anchor?;
-        // A piece nobody announced is due no later than the next one that was.
-        let (_, meta) = known.next_from(seq)?;
-        let ahead = meta.timestamp_us.saturating_sub(anchor_ts);
-        Some(anchor_at + Duration::from_micros(ahead))
+        let ts = match (store.next_from(seq), store.newest_before(seq)) {
+            (Some(next), _) => next.header().timestamp_us,
+            (None, Some(before)) => {
+                let ahead = (seq - before.seq()) * store.piece_interval_us().unwrap_or(0);
+                before.header().timestamp_us + ahead
+            }
+            (None, None) => self.last_output?.1,
+        };
+        Some(anchor_at + Duration::from_micros(ts.saturating_sub(anchor_ts)))
     }
 
     /// Before the first output: whether the stream just after the hook piece is in hand, so
     /// that the pieces due right after the start are not a race. Gives up waiting after
     /// PREBUFFER_WAIT_MAX, so a piece nobody has cannot hold the start back.
-    fn prebuffered(&self, now: Instant, cursor: u64, store: &Store, known: &Known) -> bool {
+    fn prebuffered(&self, now: Instant, cursor: u64, store: &Store) -> bool {
         let Some(hook) = store.get(cursor) else {
             return false;
         };
         if self
-            .first_info_at
-            .is_some_and(|t| now >= t + HOOK_GATHER + PREBUFFER_WAIT_MAX)
+            .hooked_at
+            .is_some_and(|t| now >= t + PREBUFFER_WAIT_MAX)
         {
             return true;
         }
         let span = (self.latency_us / 2).min(PREBUFFER_MAX.as_micros() as u64);
         let until = hook.header().timestamp_us + span;
-        known
-            .range_from(cursor)
-            .take_while(|(_, m)| m.timestamp_us <= until)
-            .all(|(seq, _)| store.contains(seq))
+        // Every piece from the hook on, up to one past the span (or the end), is held.
+        (cursor..)
+            .map(|seq| store.get(seq))
+            .try_for_each(|piece| match piece {
+                None => Err(false),
+                Some(p) if p.header().timestamp_us > until || p.header().end_of_stream() => {
+                    Err(true)
+                }
+                Some(_) => Ok(()),
+            })
+            == Err(true)
     }
 
     /// Outputs everything that can go now, in order.
-    pub fn advance(&mut self, now: Instant, store: &Store, known: &Known) -> Vec<Delivery> {
+    pub fn advance(&mut self, now: Instant, store: &Store) -> Vec<Delivery> {
         let mut out = Vec::new();
         let Some(mut cursor) = self.cursor else {
             return out;
         };
-        if self.first_output_at.is_none() && !self.prebuffered(now, cursor, store, known) {
+        if self.first_output_at.is_none()
+            && store
+                .get(cursor)
+                .is_some_and(|p| !p.header().random_access())
+        {
+            // A peer said the hook piece starts at a keyframe, and it does not: start again
+            // (the piece itself now tells what it is).
+            self.rehook();
+            return out;
+        }
+        if self.first_output_at.is_none() && !self.prebuffered(now, cursor, store) {
             if !store.contains(cursor) && self.hooked_at.is_some_and(|t| now >= t + REHOOK_AFTER) {
                 self.rehook();
             }
@@ -185,7 +212,7 @@ impl Playout {
                 continue;
             }
             let Some(next) = store.next_from(cursor) else {
-                self.stalled = self.due(cursor, known).is_some_and(|d| now >= d);
+                self.stalled = self.due(cursor, store).is_some_and(|d| now >= d);
                 break;
             };
             let next_header = *next.header();
@@ -195,7 +222,7 @@ impl Playout {
                 self.anchor = None;
                 continue;
             }
-            match self.due(cursor, known) {
+            match self.due(cursor, store) {
                 Some(due) if now >= due => {
                     self.missed += 1;
                     skipped += 1;
@@ -263,10 +290,10 @@ impl Playout {
     pub fn hook_at(&self, now: Instant) -> Option<Instant> {
         let at = match (self.cursor, self.first_info_at, self.first_output_at) {
             (None, Some(first), _) => first + HOOK_GATHER,
-            (Some(_), Some(first), None) => {
+            (Some(_), Some(_), None) => {
                 let give_up = self.hooked_at.map(|h| h + REHOOK_AFTER);
-                let stop_waiting = first + HOOK_GATHER + PREBUFFER_WAIT_MAX;
-                [Some(stop_waiting), give_up]
+                let stop_waiting = self.hooked_at.map(|h| h + PREBUFFER_WAIT_MAX);
+                [stop_waiting, give_up]
                     .into_iter()
                     .flatten()
                     .filter(|&t| t > now)
@@ -292,11 +319,11 @@ impl Playout {
     }
 
     /// Past deadlines are not returned: a stalled playout waits for data, not for a timer.
-    pub fn next_deadline(&self, now: Instant, store: &Store, known: &Known) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant, store: &Store) -> Option<Instant> {
         let cursor = self.cursor?;
         if self.ended || store.contains(cursor) {
             return None;
         }
-        self.due(cursor, known).filter(|&d| d > now)
+        self.due(cursor, store).filter(|&d| d > now)
     }
 }

@@ -27,6 +27,12 @@ pub struct Counters {
     pub duplicates: u64,
     pub unrequested: u64,
     pub request_timeouts: u64,
+    /// Our requests the peer answered with REJECT.
+    pub requests_refused: u64,
+    /// HAVE entries refused as beyond anything the injector can have made.
+    pub claims_refused: u64,
+    /// Times a peer was not asked for a while after leaving requests unanswered.
+    pub peers_benched: u64,
     pub peers_banned: u64,
 }
 
@@ -54,6 +60,9 @@ pub struct SwarmStatus {
     pub bytes_up: u64,
     pub duplicates: u64,
     pub request_timeouts: u64,
+    pub requests_refused: u64,
+    pub claims_refused: u64,
+    pub peers_benched: u64,
     pub peers_banned: u64,
     pub startup_ms: Option<u64>,
     /// Milliseconds of stream output since hook-in (by the injector's timestamps).
@@ -64,11 +73,8 @@ pub struct SwarmStatus {
 
 pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
     let c = &s.stats;
-    let newest = s
-        .store
-        .newest()
-        .map(|p| p.seq())
-        .or(s.known.newest().map(|(seq, _)| seq));
+    // Verified pieces only: what peers claim moves nothing, not even the status.
+    let newest = s.store.newest().map(|p| p.seq());
     let (state, ended) = state(s);
     let playout = s.role.playout();
     let seed_from = match &s.role {
@@ -94,6 +100,9 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         bytes_up: c.bytes_up,
         duplicates: c.duplicates,
         request_timeouts: c.request_timeouts,
+        requests_refused: c.requests_refused,
+        claims_refused: c.claims_refused,
+        peers_benched: c.peers_benched,
         peers_banned: c.peers_banned,
         startup_ms: playout
             .and_then(|p| p.first_output_at)

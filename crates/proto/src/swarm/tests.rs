@@ -119,6 +119,14 @@ impl RawPeer {
         self.heard.take(&drain(s), self.id);
     }
 
+    /// Sends a message and leaves what the core answers for the caller to drain (when
+    /// several raw peers hear the same core).
+    fn send_quiet(&mut self, s: &mut Swarm, now: Instant, msg: Message) {
+        let mut buf = BytesMut::new();
+        wire::encode(&msg, wire::OUR_LIVE_ID, &mut buf);
+        s.handle(now, Input::Data(self.id, buf.freeze()));
+    }
+
     fn send_msg(&mut self, s: &mut Swarm, now: Instant, msg: Message) {
         let mut buf = BytesMut::new();
         wire::encode(&msg, wire::OUR_LIVE_ID, &mut buf);
@@ -589,4 +597,158 @@ fn a_refused_piece_is_asked_for_again_when_the_refusal_runs_out() {
     }
     assert!(now - t0 >= peer::REFUSE_FOR);
     assert_eq!(raw.heard.requests(), vec![10, 10]);
+}
+
+/// A HAVE entry for a piece that does not exist (yet): its number, a timestamp, keyframe.
+fn claim(seq: u64, timestamp_us: u64) -> HaveEntry {
+    HaveEntry {
+        seq,
+        timestamp_us,
+        flags: FLAG_RANDOM_ACCESS,
+    }
+}
+
+fn send_have(raw: &mut RawPeer, s: &mut Swarm, now: Instant, entries: Vec<HaveEntry>) {
+    let have = LiveMessage::Have {
+        window_start: 0,
+        entries,
+    };
+    raw.send_msg(s, now, Message::Live(have));
+}
+
+fn send_piece(raw: &mut RawPeer, s: &mut Swarm, now: Instant, seq: u64) {
+    let wire = piece(seq, &key()).wire().clone();
+    raw.send_msg(s, now, Message::Live(LiveMessage::Piece(wire)));
+}
+
+#[test]
+fn claims_beyond_what_the_injector_can_have_made_are_refused_and_their_maker_banned() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    // A liar speaks first: two maximum-size HAVEs of pieces a million numbers ahead. Nothing
+    // is verified yet, so nothing tells them apart from the truth, but they must not crowd
+    // out what honest peers say.
+    let mut liar = RawPeer::connect(&mut s, t0, addr(2, 40000));
+    liar.handshake(&mut s, t0, [b'l'; 20], Role::Seed);
+    for part in 0..2u64 {
+        let far = 1_000_000 + part * wire::MAX_HAVE_ENTRIES as u64;
+        let entries = (far..far + wire::MAX_HAVE_ENTRIES as u64)
+            .map(|seq| claim(seq, 1_400_000))
+            .collect();
+        send_have(&mut liar, &mut s, t0, entries);
+    }
+    let mut honest = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    honest.handshake(&mut s, t0, [b'h'; 20], Role::Seed);
+    honest.send_msg(&mut s, t0, Message::Unchoke);
+    honest.have(&mut s, t0, [10]);
+    assert_eq!(
+        honest.heard.requests(),
+        vec![10],
+        "the honest claim is heard"
+    );
+    send_piece(&mut honest, &mut s, t0, 10);
+    assert_eq!(
+        s.status(t0).newest_seq,
+        Some(10),
+        "the edge is what was verified"
+    );
+
+    // Now the edge is known: the next far-future claims are lies, and cost the liar.
+    let t1 = t0 + Duration::from_millis(40);
+    send_have(&mut liar, &mut s, t1, vec![claim(5_000_000, 1_440_000); 1]);
+    assert_eq!(liar.heard.disconnected, None, "one claim is forgiven");
+    let lies = (2_000_000..2_000_100)
+        .map(|seq| claim(seq, 1_440_000))
+        .collect();
+    send_have(&mut liar, &mut s, t1, lies);
+    assert_eq!(
+        liar.heard.disconnected,
+        Some(DisconnectReason::ImplausibleClaims { claims: 101 })
+    );
+    let st = s.status(t1);
+    assert_eq!((st.claims_refused, st.peers_banned), (101, 1));
+    assert_eq!(st.newest_seq, Some(10), "claims never move the edge");
+    s.handle(t1, Input::Closed(liar.id));
+
+    // The honest peer's next piece flows as before.
+    honest.have(&mut s, t1, [11]);
+    assert_eq!(honest.heard.requests(), vec![10, 11]);
+    send_piece(&mut honest, &mut s, t1, 11);
+    assert_eq!(s.status(t1).newest_seq, Some(11));
+}
+
+#[test]
+fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_and_benched() {
+    // A receiver, an honest seed that answers every request at once, and a staller that
+    // claims everything the seed has plus 30 pieces not made yet, each a keyframe, and never
+    // answers a request. Pieces are made every 40 ms for 6 s.
+    let t0 = Instant::now();
+    let mut c = config(Role::Receiver, 0);
+    c.latency = Duration::from_millis(400);
+    let mut s = Swarm::new(c, t0);
+    let mut honest = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    honest.handshake(&mut s, t0, [b'h'; 20], Role::Seed);
+    honest.send_msg(&mut s, t0, Message::Unchoke);
+    let mut staller = RawPeer::connect(&mut s, t0, addr(2, 40000));
+    staller.handshake(&mut s, t0, [b's'; 20], Role::Seed);
+    staller.send_msg(&mut s, t0, Message::Unchoke);
+
+    let mut outputs = Vec::new();
+    let mut served = 0;
+    let mut now = t0;
+    let mut hear = |s: &mut Swarm, honest: &mut RawPeer, staller: &mut RawPeer| {
+        let outs = drain(s);
+        honest.heard.take(&outs, honest.id);
+        staller.heard.take(&outs, staller.id);
+        outputs.extend(outs.into_iter().filter_map(|o| match o {
+            Output::Deliver(d) => Some(d),
+            _ => None,
+        }));
+    };
+    let ts = |n: u64| 1_000_000 + n * 40_000;
+    for seq in 0..150u64 {
+        now = t0 + Duration::from_millis(40 * seq);
+        let have = |seqs: Vec<HaveEntry>| {
+            Message::Live(LiveMessage::Have {
+                window_start: 0,
+                entries: seqs,
+            })
+        };
+        honest.send_quiet(&mut s, now, have(vec![have_entry(&piece(seq, &key()))]));
+        let mut lies: Vec<HaveEntry> = (seq.saturating_sub(5)..=seq)
+            .map(|n| claim(n, ts(n)))
+            .collect();
+        lies.extend((seq + 1..=seq + 30).map(|n| claim(n, ts(seq))));
+        staller.send_quiet(&mut s, now, have(lies));
+        hear(&mut s, &mut honest, &mut staller);
+        // Time passes in 5 ms steps until the next piece is made; the seed answers at once.
+        let next = now + Duration::from_millis(40);
+        while now < next {
+            let asked = honest.heard.requests();
+            for &want in &asked[served..] {
+                let wire = piece(want, &key()).wire().clone();
+                honest.send_quiet(&mut s, now, Message::Live(LiveMessage::Piece(wire)));
+            }
+            served = asked.len();
+            hear(&mut s, &mut honest, &mut staller);
+            now += Duration::from_millis(5);
+            s.handle(now, Input::Timeout);
+            hear(&mut s, &mut honest, &mut staller);
+        }
+    }
+    // The staller was asked 8 times (each timed out after a quarter of the latency at
+    // most), then benched; every piece from the hook on was output, on time.
+    let st = s.status(now);
+    assert_eq!(staller.heard.requests().len(), 8, "{st:?}");
+    assert_eq!(
+        (st.request_timeouts, st.peers_benched, st.peers_banned),
+        (8, 1, 0)
+    );
+    assert!(
+        !outputs.iter().any(|d| matches!(d, Delivery::Gap { .. })),
+        "no hole in the output"
+    );
+    assert_eq!((st.hook_seq, st.pieces_received), (Some(30), 120), "{st:?}");
+    assert_eq!((st.pieces_missed, st.pieces_late), (0, 0), "{st:?}");
+    assert_eq!(st.newest_seq, Some(149), "claims never move the edge");
 }
