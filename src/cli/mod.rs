@@ -24,6 +24,23 @@ pub fn process_start() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
+/// A number for people: the value, or `-` when there is none yet (never `Some(..)`).
+pub(crate) fn or_dash(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// A node's state as `/status` spells it.
+pub(crate) fn state_name(s: crate::swarm::State) -> &'static str {
+    use crate::swarm::State;
+    match s {
+        State::Joining => "joining",
+        State::Buffering => "buffering",
+        State::Playing => "playing",
+        State::Stalled => "stalled",
+        State::Ended => "ended",
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "nordlys", version, about = "Live streaming over BitTorrent")]
 struct Cli {
@@ -38,16 +55,20 @@ struct Cli {
 enum Command {
     /// Make a new injector key.
     Keygen {
+        /// Where to write the secret key (refused if the file exists).
         #[arg(long)]
         out: PathBuf,
     },
     /// Make a live torrent for an injector key.
     Create {
+        /// The injector's key file, from `nordlys keygen`.
         #[arg(long)]
         key: PathBuf,
+        /// The stream's name, shown on receivers' slates.
         #[arg(long)]
         name: String,
-        /// Tracker announce URL (repeatable).
+        /// Tracker announce URL, http:// only (repeatable; default: none, peers are then
+        /// found only with --peer).
         #[arg(long = "tracker")]
         trackers: Vec<String>,
         /// Largest piece payload in bytes (a multiple of 188).
@@ -56,8 +77,12 @@ enum Command {
         /// Seconds of stream that peers keep behind the newest piece.
         #[arg(long, default_value_t = crate::torrent::DEFAULT_WINDOW_SECS)]
         window: u32,
+        /// Where to write the torrent (refused if the file exists, unless --force).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Cut an MPEG-TS stream into signed pieces and feed the swarm.
     Inject(InjectArgs),
@@ -67,11 +92,16 @@ enum Command {
     Receive(Box<ReceiveArgs>),
     /// Run the built-in HTTP tracker.
     Tracker {
+        /// Address to serve announces on (port 0: any free port).
         #[arg(long, default_value = "0.0.0.0:6969")]
         listen: SocketAddr,
     },
-    /// Check a receiver config file; prints every problem with line and column.
-    CheckConfig { path: PathBuf },
+    /// Check a receiver config file with the receiver's own rules; prints every problem with
+    /// line and column, exits 1 if there is one.
+    CheckConfig {
+        /// The config file (nordlys.toml).
+        path: PathBuf,
+    },
     /// Tracker, injector on a test pattern, seedbox and receiver in one process.
     Demo(demo::DemoArgs),
     /// Check this machine for what a role needs (GStreamer elements, decoders, display,
@@ -96,10 +126,13 @@ pub struct DoctorArgs {
     /// A torrent whose trackers are probed.
     #[arg(long)]
     pub torrent: Option<PathBuf>,
+    /// The video sink to check: `auto`, `kms[:CONNECTOR_ID]`, `window` or `fake`.
     #[arg(long, default_value = "auto")]
     pub video_sink: VideoSink,
+    /// The audio sink to check: `auto`, `alsa[:DEVICE]`, `fake` or `none`.
     #[arg(long, default_value = "auto")]
     pub audio_sink: AudioSink,
+    /// The decoder preference to check: `auto`, `hardware` or `software`.
     #[arg(long, default_value = "auto")]
     pub decoder: DecoderPref,
     /// Do not probe trackers and peers.
@@ -143,19 +176,22 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
 /// How a node meets its swarm: shared by every role.
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
-    /// Address to accept peers on (port 0: any free port).
-    #[arg(long, default_value = "0.0.0.0:0")]
-    pub listen: SocketAddr,
-    /// A peer to connect to (repeatable), besides those the trackers name.
+    /// Address to accept peers on [default: 0.0.0.0:0, port 0 is any free port; with
+    /// --config: the file's network.listen_port]
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// A peer to connect to, IP:PORT (repeatable), besides those the trackers name.
     #[arg(long = "peer")]
     pub peers: Vec<SocketAddr>,
-    /// Upload limit in kbit/s of piece payload.
+    /// Upload limit in kbit/s of piece payload, at least 1 [default: no limit]
     #[arg(long)]
     pub upload_limit: Option<u64>,
-    /// Serve JSON status at http://ADDR/status.
+    /// Serve JSON status at http://ADDR/status (port 0: any free port; the address is
+    /// printed) [default: no status endpoint]
     #[arg(long)]
     pub status_addr: Option<SocketAddr>,
-    /// Seconds to keep serving peers after the stream ended.
+    /// Seconds to keep serving peers after the stream ended [default: injector 10, seedbox
+    /// 5, receiver 3]
     #[arg(long)]
     pub linger: Option<u64>,
     /// Upload slots (peers served at once).
@@ -168,6 +204,7 @@ pub struct NetArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SwarmArgs {
+    /// The live torrent file, from `nordlys create`.
     #[arg(long)]
     pub torrent: PathBuf,
     #[command(flatten)]
@@ -178,6 +215,7 @@ pub struct SwarmArgs {
 pub struct InjectArgs {
     #[command(flatten)]
     pub swarm: SwarmArgs,
+    /// The injector's key file (must match the torrent's public key).
     #[arg(long)]
     pub key: PathBuf,
     /// A file, `-` (stdin), `udp://HOST:PORT`, `test-pattern` or `gst:PIPELINE`.
@@ -217,35 +255,41 @@ pub struct SeedArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReceiveArgs {
-    /// The live torrent: a file or an http:// URL (required unless a config names the stream).
+    /// The live torrent: a .torrent file or an http:// URL of one (required unless --config
+    /// names the stream; magnet links and https are not supported yet).
     #[arg(long)]
     pub torrent: Option<String>,
-    /// `play` (the default), `-` for stdout, or a file path.
+    /// `play` (show it), `-` (the stream's bytes on stdout, nothing else goes there) or a
+    /// file path [default: play]
     #[arg(long)]
     pub output: Option<String>,
-    /// Playout buffer in milliseconds: how far behind the newest piece to start.
-    #[arg(long, default_value_t = 2000)]
-    pub latency: u64,
+    /// Playout buffer in milliseconds: how far behind the newest piece to start; at least
+    /// 200 and below the torrent's window [default: 2000]
+    #[arg(long)]
+    pub latency: Option<u64>,
     #[command(flatten)]
     pub net: NetArgs,
-    /// `auto`, `kms[:CONNECTOR_ID]`, `window` or `fake`.
-    #[arg(long, default_value = "auto")]
-    pub video_sink: VideoSink,
-    /// `auto`, `alsa[:DEVICE]`, `fake` or `none`.
-    #[arg(long, default_value = "auto")]
-    pub audio_sink: AudioSink,
-    /// `auto`, `hardware` or `software`.
-    #[arg(long, default_value = "auto")]
-    pub decoder: DecoderPref,
-    /// Write a PNG of what the screen shows here, every `--snapshot-every` seconds.
+    /// `auto`, `kms[:CONNECTOR_ID]`, `window` or `fake` [default: auto]
+    #[arg(long)]
+    pub video_sink: Option<VideoSink>,
+    /// `auto`, `alsa[:DEVICE]`, `fake` or `none` [default: auto]
+    #[arg(long)]
+    pub audio_sink: Option<AudioSink>,
+    /// `auto`, `hardware` or `software` [default: auto]
+    #[arg(long)]
+    pub decoder: Option<DecoderPref>,
+    /// Write a PNG of what the screen shows to this path, every --snapshot-every seconds
+    /// [default: no snapshots]
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
+    /// Seconds between two --snapshot PNGs (at least 0.1).
     #[arg(long, default_value_t = 2.0)]
     pub snapshot_every: f64,
-    /// Venue name for the slate.
-    #[arg(long, default_value = "")]
-    pub venue: String,
-    /// Receiver config file (the appliance's nordlys.toml); its settings replace the options.
+    /// Venue name for the slate [default: none; with --config: the file's venue]
+    #[arg(long)]
+    pub venue: Option<String>,
+    /// Receiver config file (the appliance's nordlys.toml). Flags given on the command line
+    /// win over the file's settings, the file over the defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -323,7 +367,19 @@ async fn run(
             piece_size,
             window,
             out,
+            force,
         } => {
+            for t in &trackers {
+                if let Err(e) = crate::settings::tracker_url(t) {
+                    anyhow::bail!("--tracker {e}");
+                }
+            }
+            if !force && out.exists() {
+                anyhow::bail!(
+                    "--out {}: the file exists; pass --force to replace it",
+                    out.display()
+                );
+            }
             let key = crate::keys::read(&key)?;
             let bytes = crate::torrent::LiveTorrent::create(
                 &name,
@@ -335,6 +391,12 @@ async fn run(
             let torrent = crate::torrent::LiveTorrent::parse(&bytes)?;
             std::fs::write(&out, &bytes)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            if trackers.is_empty() {
+                eprintln!(
+                    "nordlys: warning: the torrent names no tracker: every node will need \
+                     --peer (or --tracker) to find the others"
+                );
+            }
             println!("infohash {}", torrent.info_hash);
             println!("{}", torrent.magnet());
             Ok(())
