@@ -352,3 +352,137 @@ fn stdout_carries_only_the_stream() {
         "stdout is not a contiguous run of the input"
     );
 }
+
+#[test]
+fn simulate_refuses_values_it_cannot_run_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc.toml");
+    for (text, message) in [
+        (
+            "duration_s = 10.0\nreceivers = 0\n",
+            "line 2, column 13: `receivers` = 0 is out of range; expected a whole number from 1 \
+             to 100000",
+        ),
+        (
+            "receivers = 5\n\nloss = -0.1\n",
+            "line 3, column 8: `loss` = -0.1 is out of range; expected a share from 0 up to (not \
+             including) 0.5",
+        ),
+    ] {
+        std::fs::write(&sc, text).unwrap();
+        let o = run(&["simulate", s(&sc)]);
+        fails_with(&o, &format!("{}: {message}", s(&sc)));
+        assert!(
+            o.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    std::fs::write(&sc, "receivers = 5\n").unwrap();
+    let o = run(&["simulate", s(&sc), "--sweep", "10,0"]);
+    fails_with(
+        &o,
+        "--sweep 0 is out of range; expected audience sizes from 1 to 100000",
+    );
+}
+
+/// The line after `prefix` in a file a node writes, once it is there.
+fn wait_for_line(path: &Path, prefix: &str) -> String {
+    let mut found = String::new();
+    wait_for(Duration::from_secs(20), prefix, || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        match text.lines().find_map(|l| l.strip_prefix(prefix)) {
+            Some(rest) => {
+                found = rest.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    found
+}
+
+/// A receiver whose latency is more stream than the swarm ever holds (a 6 s stream, 8 s of
+/// latency) says so in /status while it waits, and exits with an error naming the flag and
+/// value within latency + 5 s of the first piece it hears of.
+#[test]
+fn impossible_latency_is_reported_then_refused_within_its_bound() {
+    let input = nordlys::test_media::ts_file(nordlys::test_media::Spec::new("h264", 320, 180, 6));
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let torrent = dir.path().join("t.torrent");
+    assert!(run(&["keygen", "--out", s(&key)]).status.success());
+    let o = run(&[
+        "create",
+        "--key",
+        s(&key),
+        "--name",
+        "short",
+        "--window",
+        "10",
+        "--out",
+        s(&torrent),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inj_out = dir.path().join("inject.out");
+    let mut injector = Command::new(nordlys())
+        .args(["inject", "--torrent", s(&torrent), "--key", s(&key)])
+        .args([
+            "--input",
+            s(&input),
+            "--listen",
+            "127.0.0.1:0",
+            "--linger",
+            "60",
+        ])
+        .stdout(std::fs::File::create(&inj_out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let inj_addr = wait_for_line(&inj_out, "injecting on ");
+    let (rx_out, rx_err) = (dir.path().join("rx.out"), dir.path().join("rx.err"));
+    let receiver = Command::new(nordlys())
+        .args(["receive", "--torrent", s(&torrent)])
+        .args(["--output", s(&dir.path().join("out.ts"))])
+        .args(["--peer", &inj_addr, "--listen", "127.0.0.1:0"])
+        .args(["--status-addr", "127.0.0.1:0", "--latency", "8000"])
+        .stdout(std::fs::File::create(&rx_out).unwrap())
+        .stderr(std::fs::File::create(&rx_err).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let addr = wait_for_line(&rx_out, "status on http://");
+    let port: u16 = addr
+        .trim_end_matches("/status")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("status port");
+    wait_for(Duration::from_secs(15), "waiting_for in /status", || {
+        common::http_status(port).is_some_and(|st| {
+            st["state"] == "joining"
+                && st["waiting_for"].as_str().is_some_and(|w| {
+                    w == "waiting for 8000 ms of stream behind the newest piece (--latency); \
+                          the swarm holds less so far"
+                })
+        })
+    });
+    let out = wait_within(receiver, Duration::from_secs(40), &["receive"]);
+    let took = started.elapsed();
+    let _ = injector.kill();
+    let _ = injector.wait();
+    let log = std::fs::read_to_string(&rx_err).unwrap();
+    assert!(!out.status.success(), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("nordlys: no start ")
+            && last.ends_with(
+                " s after the first piece was announced: the swarm does not hold --latency 8000 \
+                 ms of stream behind its newest piece (the stream is younger than that, or \
+                 ended); lower the latency"
+            ),
+        "{log}"
+    );
+    assert!(log.contains("WARN"), "the wait was not logged: {log}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}

@@ -1,6 +1,7 @@
 //! The `nordlys` command line: one binary for every role.
 
 mod demo;
+mod progress;
 mod receive;
 mod roles;
 mod simulate;

@@ -4,7 +4,7 @@
 //! exits (systemd would restart us in a loop): the slate and the LEDs show the error instead.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use crate::appliance::config::{SOURCE_EXPECTED, Startup, StreamSource};
 use crate::appliance::leds;
 use crate::cli::ReceiveArgs;
+use crate::cli::progress;
 use crate::cli::roles::{self, NodeSetup};
 use crate::net::node::NodeStatus;
 use crate::player::{Player, PlayerHandle, PlayerInput, PlayerOptions, SlateInfo, SlateState};
@@ -85,14 +86,43 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         Output::Play => Some(start_player(&args, &torrent.name)?),
         _ => None,
     };
+    let trackers = torrent.trackers.len()
+        + (args.net.trackers.iter())
+            .filter(|t| !torrent.trackers.contains(t))
+            .count();
+    let watch = progress::Watch::new(
+        Duration::from_millis(latency),
+        latency_origin,
+        trackers,
+        args.net.peers.len(),
+    );
     let mut setup = NodeSetup::from_net(Role::Receiver, torrent, &args.net, 3);
     setup.latency = Duration::from_millis(latency);
     setup.stdout_is_stream = matches!(output, Output::Stdout);
-    if let Some(p) = &player {
-        let p = p.clone();
-        setup.status_extra = Some(Arc::new(move || player_status(&p.stats())));
+    // Why the receiver is not making progress, if it is not: for /status.
+    let waiting_for: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let (player, waiting_for) = (player.clone(), waiting_for.clone());
+        setup.status_extra = Some(Arc::new(move || {
+            let mut v = player
+                .as_ref()
+                .map_or_else(|| serde_json::json!({}), |p| player_status(&p.stats()));
+            if let Some(obj) = v.as_object_mut() {
+                let why = waiting_for
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                obj.insert("waiting_for".into(), why.into());
+            }
+            v
+        }));
     }
     let running = roles::start(setup, None, Some(tx)).await?;
+    let mut give_up = tokio::spawn(watch_progress(
+        watch,
+        running.handles.status.clone(),
+        waiting_for,
+    ));
     if appliance {
         let _ = crate::appliance::systemd::notify_ready();
         spawn_watchdog(running.handles.status.clone());
@@ -107,7 +137,11 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         (_, _, Some(file)) => tokio::spawn(write_out(rx, Box::new(file))),
         _ => tokio::spawn(write_out(rx, Box::new(tokio::io::stdout()))),
     };
-    let last = running.finish().await?;
+    let last = tokio::select! {
+        last = running.finish() => last?,
+        Ok(Some(why)) = &mut give_up => bail!(why),
+    };
+    give_up.abort();
     writer.await.context("output task failed")??;
     let player_stats = player.as_ref().map(|p| player_status(&p.stats()));
     roles::print_final_with(&last, player_stats);
@@ -123,6 +157,41 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     }
     Ok(())
 }
+
+/// Says why the receiver makes no progress, in the log (when the reason changes, and every
+/// [`REPEAT_WAITING`]) and in `waiting_for`; returns the final error where waiting cannot
+/// help, `None` once the node is gone.
+async fn watch_progress(
+    mut watch: progress::Watch,
+    mut status: watch::Receiver<Option<NodeStatus>>,
+    waiting_for: Arc<Mutex<Option<String>>>,
+) -> Option<String> {
+    let mut logged: Option<(String, std::time::Instant)> = None;
+    while status.changed().await.is_ok() {
+        let Some(st) = status.borrow_and_update().clone() else {
+            continue;
+        };
+        let now = std::time::Instant::now();
+        let why = match watch.observe(now, &st) {
+            progress::Verdict::GiveUp(why) => return Some(why),
+            progress::Verdict::Waiting(why) => Some(why),
+            progress::Verdict::Fine => None,
+        };
+        if let Some(why) = &why
+            && logged
+                .as_ref()
+                .is_none_or(|(l, at)| l != why || now >= *at + REPEAT_WAITING)
+        {
+            tracing::warn!("{}: {why}", crate::cli::state_name(st.swarm.state));
+            logged = Some((why.clone(), now));
+        }
+        *waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+    None
+}
+
+/// How often an unchanged reason for waiting is logged again.
+const REPEAT_WAITING: Duration = Duration::from_secs(30);
 
 /// The receiver's latency when neither a flag nor a config file sets it.
 const DEFAULT_LATENCY_MS: u64 = 2000;

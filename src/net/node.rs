@@ -59,7 +59,8 @@ pub struct NodeOptions {
 pub struct NodeStatus {
     #[serde(flatten)]
     pub swarm: SwarmStatus,
-    /// Now minus the injector timestamp of the newest piece output (receivers).
+    /// Now minus the injector timestamp of the newest piece output (receivers); once the
+    /// stream has ended, the value it had when the last piece was output (not the time since).
     pub lag_ms: Option<u64>,
     /// Injector: MPEG-TS bytes read from the input.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +198,9 @@ struct Driver {
     listen: SocketAddr,
     linger: Duration,
     ended_at: Option<Instant>,
+    /// `lag_ms` when the stream ended: it keeps its meaning (how far behind the injector the
+    /// output ran) instead of growing with the linger time.
+    lag_at_end: Option<u64>,
     status_tx: watch::Sender<Option<NodeStatus>>,
     next_status: Instant,
     last_state: Option<State>,
@@ -238,6 +242,7 @@ impl Driver {
             listen,
             linger: opts.linger,
             ended_at: None,
+            lag_at_end: None,
             status_tx: watch::channel(None).0,
             next_status: start,
             last_state: None,
@@ -430,14 +435,20 @@ impl Driver {
         }
         if ended {
             self.ended_at.get_or_insert(now);
+            if self.lag_at_end.is_none() {
+                self.lag_at_end = self.lag_now(&self.swarm.status(now));
+            }
         }
+    }
+
+    fn lag_now(&self, s: &crate::swarm::SwarmStatus) -> Option<u64> {
+        s.output_timestamp_us
+            .map(|ts| wall_clock_us().saturating_sub(ts) / 1000)
     }
 
     fn status(&self) -> NodeStatus {
         let s = self.swarm.status(Instant::now());
-        let lag_ms = s
-            .output_timestamp_us
-            .map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
+        let lag_ms = self.lag_at_end.or_else(|| self.lag_now(&s));
         let injector = self.source.as_ref().map(|s| &s.injector);
         NodeStatus {
             lag_ms,
