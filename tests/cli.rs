@@ -277,8 +277,8 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// `receive --output - --status-addr`: the status line goes to stderr, stdout carries exactly
-/// the stream (every byte of it a contiguous run of the injected file), and the log on a
-/// non-terminal stderr has no colour codes.
+/// the stream (every byte of it a contiguous run of the injected file), the log on a
+/// non-terminal stderr has no colour codes, and the final status keeps one meaning per field.
 #[test]
 fn stdout_carries_only_the_stream() {
     let input = nordlys::test_media::ts_file(nordlys::test_media::Spec::new("h264", 320, 180, 6));
@@ -321,7 +321,7 @@ fn stdout_carries_only_the_stream() {
             "--latency",
             "1000",
             "--linger",
-            "1",
+            "4",
         ])
         .stdout(std::fs::File::create(&rx_out).unwrap())
         .stderr(std::fs::File::create(&rx_err).unwrap())
@@ -338,6 +338,17 @@ fn stdout_carries_only_the_stream() {
         "colour codes in a log that is not a terminal: {log}"
     );
     assert!(!log.contains("Some("), "{log}");
+    // The final status: state and ended agree, and lag_ms is the lag at the end of the
+    // stream, not the time since the last output (which includes the 4 s linger).
+    let fin = common::final_status(&log).expect("final status");
+    assert_eq!(
+        (fin["state"].as_str(), fin["ended"].as_bool()),
+        (Some("ended"), Some(true)),
+        "{fin}"
+    );
+    documented(&fin);
+    let lag = fin["lag_ms"].as_u64().expect("lag_ms");
+    assert!(lag < 3500, "final lag_ms {lag}: {fin}");
     let got = std::fs::read(&rx_out).unwrap();
     assert!(got.len() >= 188 * 100, "only {} bytes on stdout", got.len());
     assert_eq!(got[0], 0x47, "stdout does not start with a TS packet");
@@ -485,4 +496,22 @@ fn impossible_latency_is_reported_then_refused_within_its_bound() {
     );
     assert!(log.contains("WARN"), "the wait was not logged: {log}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+/// Every field of a status is in the README's /status tables.
+fn documented(status: &serde_json::Value) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let missing: Vec<&String> = (status.as_object().expect("an object").keys())
+        .filter(|k| !readme.contains(&format!("| `{k}`")) && !readme.contains(&format!(", `{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "/status fields not in README.md: {missing:?}"
+    );
+}
+
+#[test]
+fn the_players_status_fields_are_documented() {
+    documented(&serde_json::to_value(nordlys::player::PlayerStats::default()).unwrap());
 }

@@ -45,9 +45,10 @@ pub(crate) fn state_name(s: crate::swarm::State) -> &'static str {
 #[derive(Parser, Debug)]
 #[command(name = "nordlys", version, about = "Live streaming over BitTorrent")]
 struct Cli {
-    /// Log filter (error, warn, info, debug, trace, or a RUST_LOG directive list).
-    #[arg(long, global = true, default_value = "info")]
-    log: String,
+    /// Log filter: error, warn, info, debug, trace, or a RUST_LOG directive list (RUST_LOG,
+    /// if set, wins) [default: info; receive --config: the file's log_level]
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,8 +178,8 @@ fn doctor(args: &DoctorArgs) -> ExitCode {
 /// How a node meets its swarm: shared by every role.
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
-    /// Address to accept peers on [default: 0.0.0.0:0, port 0 is any free port; with
-    /// --config: the file's network.listen_port]
+    /// Address to accept peers on, IP:PORT [default: 0.0.0.0:0, port 0 is any free port;
+    /// receive --config: the file's network.listen_port]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// A peer to connect to, IP:PORT (repeatable), besides those the trackers name.
@@ -195,10 +196,11 @@ pub struct NetArgs {
     /// 5, receiver 3]
     #[arg(long)]
     pub linger: Option<u64>,
-    /// Upload slots (peers served at once).
+    /// Upload slots: how many peers are served at once, at least 1.
     #[arg(long, default_value_t = 40)]
     pub upload_slots: usize,
-    /// A tracker to announce to besides the torrent's own (repeatable; http only).
+    /// A tracker to announce to besides the torrent's own, an http:// URL (repeatable)
+    /// [default: none; receive --config adds the file's network.trackers]
     #[arg(long = "tracker")]
     pub trackers: Vec<String>,
 }
@@ -228,7 +230,8 @@ pub struct InjectArgs {
     /// A piece is sent at the latest this many milliseconds after its first packet.
     #[arg(long, default_value_t = 200)]
     pub flush_ms: u64,
-    /// A seedbox the injector always serves and feeds first (repeatable).
+    /// A seedbox the injector always serves and feeds first, IP:PORT (repeatable)
+    /// [default: none]
     #[arg(long = "trusted")]
     pub trusted: Vec<SocketAddr>,
 }
@@ -323,9 +326,10 @@ pub fn main() -> ExitCode {
         ),
         _ => None,
     };
-    let log_level = startup
-        .as_ref()
-        .map_or(cli.log.clone(), |s| s.config().log_level.clone());
+    // --log wins over the config file's log_level, which wins over the default.
+    let log_level = (cli.log.clone())
+        .or_else(|| startup.as_ref().map(|s| s.config().log_level.clone()))
+        .unwrap_or_else(|| "info".into());
     crate::appliance::logging::init(&log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -416,5 +420,34 @@ async fn run(
             unreachable!("handled before the runtime starts")
         }
         Command::Demo(args) => demo::demo(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option and argument of every command says what it is (`--help` has no bare
+    /// lines).
+    #[test]
+    fn every_help_line_is_explained() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut bare = Vec::new();
+        for cmd in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    bare.push(format!("{} {id}", cmd.get_name()));
+                }
+            }
+        }
+        assert!(bare.is_empty(), "options without help: {bare:?}");
     }
 }
