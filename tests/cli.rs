@@ -515,3 +515,50 @@ fn documented(status: &serde_json::Value) {
 fn the_players_status_fields_are_documented() {
     documented(&serde_json::to_value(nordlys::player::PlayerStats::default()).unwrap());
 }
+
+/// A receiver with no tracker and no peer starts with a warning and says in /status what it
+/// waits for.
+#[test]
+fn a_receiver_without_peers_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, torrent) = event(dir.path());
+    let (rx_out, rx_err) = (dir.path().join("rx.out"), dir.path().join("rx.err"));
+    let mut receiver = Command::new(nordlys())
+        .args(["receive", "--torrent", s(&torrent)])
+        .args(["--output", s(&dir.path().join("out.ts"))])
+        .args(["--listen", "127.0.0.1:0", "--status-addr", "127.0.0.1:0"])
+        .stdout(std::fs::File::create(&rx_out).unwrap())
+        .stderr(std::fs::File::create(&rx_err).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = wait_for_line(&rx_out, "status on http://");
+    let port: u16 = addr
+        .trim_end_matches("/status")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("status port");
+    let mut waiting = String::new();
+    wait_for(Duration::from_secs(15), "waiting_for in /status", || {
+        let st = common::http_status(port);
+        waiting = st
+            .as_ref()
+            .and_then(|st| st["waiting_for"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        !waiting.is_empty()
+    });
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert!(
+        waiting.starts_with(
+            "no peers: no tracker and no --peer: only peers that connect to 127.0.0.1:"
+        ) && waiting.ends_with(" can be found"),
+        "{waiting}"
+    );
+    let log = std::fs::read_to_string(&rx_err).unwrap();
+    assert!(
+        log.contains("no tracker (the torrent names none, no --tracker) and no --peer: waiting for peers to connect to 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("joining: {waiting}")), "{log}");
+}

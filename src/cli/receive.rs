@@ -64,7 +64,12 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     };
     let latency = args.latency.unwrap_or(DEFAULT_LATENCY_MS);
     if let Err(e) = crate::settings::latency(latency, torrent.window_secs) {
-        bail!("{latency_origin} {e}");
+        let e = format!("{latency_origin} {e}");
+        match &startup {
+            // The appliance shows it on the slate rather than exiting into a restart loop.
+            Some(s) => return show_config_error(&args, s.config(), &e, led_tx).await,
+            None => bail!(e),
+        }
     }
     let output = match args.output.as_deref() {
         None | Some("play") => Output::Play,
@@ -629,6 +634,57 @@ mod tests {
             }
         });
         format!("http://{addr}/event.torrent")
+    }
+
+    /// Flags given with --config win over the file; the file fills in the rest.
+    #[test]
+    fn flags_win_over_the_config_file() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct W {
+            #[command(flatten)]
+            a: ReceiveArgs,
+        }
+        let parse = |args: &[&str]| {
+            W::try_parse_from(std::iter::once("receive").chain(args.iter().copied()))
+                .unwrap()
+                .a
+        };
+        let config = crate::appliance::config::parse_str(
+            "venue = \"Hall\"\n[stream]\nsource = \"/boot/e.torrent\"\ntarget_latency_ms = 3000\n\
+             [network]\nlisten_port = 7000\ntrackers = [\"http://t.example/announce\"]\n",
+            std::path::Path::new("nordlys.toml"),
+        )
+        .unwrap();
+        let mut a = parse(&[
+            "--output",
+            "x.ts",
+            "--latency",
+            "500",
+            "--listen",
+            "127.0.0.1:0",
+            "--venue",
+            "Club",
+        ]);
+        assert_eq!(
+            apply_config(&mut a, &config).unwrap(),
+            Origin::Flag("--latency")
+        );
+        assert_eq!(a.output.as_deref(), Some("x.ts"));
+        assert_eq!(a.latency, Some(500));
+        assert_eq!(a.net.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(a.venue.as_deref(), Some("Club"));
+        assert_eq!(a.torrent.as_deref(), Some("/boot/e.torrent"));
+        let mut a = parse(&[]);
+        assert_eq!(
+            apply_config(&mut a, &config).unwrap(),
+            Origin::Key("stream.target_latency_ms")
+        );
+        assert_eq!(a.output.as_deref(), Some("play"));
+        assert_eq!(a.latency, Some(3000));
+        assert_eq!(a.net.listen, Some("0.0.0.0:7000".parse().unwrap()));
+        assert_eq!(a.net.trackers, ["http://t.example/announce"]);
+        assert_eq!(a.venue.as_deref(), Some("Hall"));
     }
 
     #[tokio::test]

@@ -113,6 +113,17 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = oneshot::channel();
     let mut torrent = setup.torrent.clone();
+    // A torrent made elsewhere may name trackers no role can use: say so once and leave them
+    // out, rather than failing to announce to them forever.
+    torrent
+        .trackers
+        .retain(|t| match crate::settings::tracker_url(t) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("ignoring the torrent's tracker {e}");
+                false
+            }
+        });
     for t in &setup.extra_trackers {
         if !torrent.trackers.contains(t) {
             torrent.trackers.push(t.clone());
