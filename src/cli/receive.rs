@@ -698,6 +698,30 @@ mod tests {
         assert_eq!(t.name, "hall");
     }
 
+    /// A server that cannot be reached is retried every 5 s and given up on after 60 s, with
+    /// one message saying so (virtual time: the sleeps pass at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_is_down_is_retried_within_a_bound() {
+        // A port the kernel picked and nobody listens on any more: connections are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/e.torrent");
+        let t0 = tokio::time::Instant::now();
+        let err = load_torrent(&StreamSource::parse(&url).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot fetch the torrent at {url}: cannot connect (gave up after 12 attempts in 60 s)"
+            )
+        );
+        assert!(t0.elapsed() <= FETCH_DEADLINE, "{:?}", t0.elapsed());
+    }
+
     fn permanent(r: Result<LiveTorrent, FetchError>) -> String {
         match r {
             Err(FetchError::Permanent(why)) => why,
