@@ -562,3 +562,49 @@ fn a_receiver_without_peers_says_so() {
     );
     assert!(log.contains(&format!("joining: {waiting}")), "{log}");
 }
+
+/// A receiver whose only tracker cannot be reached says so in /status.
+#[test]
+fn a_receiver_says_no_tracker_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, torrent) = event(dir.path());
+    // A port the kernel picked and nobody listens on any more: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tracker = format!("http://127.0.0.1:{port}/announce");
+    let (rx_out, rx_err) = (dir.path().join("rx.out"), dir.path().join("rx.err"));
+    let mut receiver = Command::new(nordlys())
+        .args(["receive", "--torrent", s(&torrent), "--tracker", &tracker])
+        .args(["--output", s(&dir.path().join("out.ts"))])
+        .args(["--listen", "127.0.0.1:0", "--status-addr", "127.0.0.1:0"])
+        .stdout(std::fs::File::create(&rx_out).unwrap())
+        .stderr(std::fs::File::create(&rx_err).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = wait_for_line(&rx_out, "status on http://");
+    let status_port: u16 = addr
+        .trim_end_matches("/status")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("status port");
+    let want = format!(
+        "no peers: no tracker reachable; tracker {tracker} failed: cannot connect; no --peer"
+    );
+    let mut last = serde_json::Value::Null;
+    wait_for(
+        Duration::from_secs(15),
+        "no tracker reachable in /status",
+        || {
+            last = common::http_status(status_port).unwrap_or_default();
+            last["waiting_for"] == want.as_str()
+        },
+    );
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let log = std::fs::read_to_string(&rx_err).unwrap();
+    assert!(log.contains(&format!("joining: {want}")), "{log}");
+}

@@ -67,6 +67,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         extra_trackers: Vec::new(),
         status_extra: None,
         stdout_is_stream: false,
+        tracker_health: Default::default(),
     };
 
     // Injector on the test pattern, ended after --duration.

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::net::node::NodeStatus;
+use crate::net::tracker::Health;
 use crate::settings::Origin;
 use crate::swarm::State;
 
@@ -24,6 +25,8 @@ pub struct Watch {
     pub latency_origin: Origin,
     pub trackers: usize,
     pub static_peers: usize,
+    /// What each tracker last said (filled in by the announcer).
+    pub tracker_health: Health,
     /// When a piece was first announced to us (the hook-in clock starts there).
     first_piece_at: Option<Instant>,
 }
@@ -44,12 +47,14 @@ impl Watch {
         latency_origin: Origin,
         trackers: usize,
         static_peers: usize,
+        tracker_health: Health,
     ) -> Self {
         Watch {
             latency,
             latency_origin,
             trackers,
             static_peers,
+            tracker_health,
             first_piece_at: None,
         }
     }
@@ -68,12 +73,7 @@ impl Watch {
                         "no tracker and no --peer: only peers that connect to {} can be found",
                         st.listen
                     ),
-                    (t, p) => format!(
-                        "{t} tracker{} and {p} --peer address{} given; none has led to a peer yet \
-                         (announce errors, if any, are logged)",
-                        if t == 1 { "" } else { "s" },
-                        if p == 1 { "" } else { "es" }
-                    ),
+                    (_, p) => self.trackers_said(p),
                 };
                 Verdict::Waiting(format!("no peers: {how}"))
             }
@@ -105,6 +105,40 @@ impl Watch {
             _ => Verdict::Fine,
         }
     }
+
+    /// What each tracker last said, and the --peer addresses: why there are no peers.
+    fn trackers_said(&self, static_peers: usize) -> String {
+        let health = self
+            .tracker_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut said: Vec<String> = (health.iter())
+            .map(|(url, r)| match r {
+                Ok(n) => format!("tracker {url} named {n} peer{}", plural(*n)),
+                Err(e) => format!("tracker {url} failed: {e}"),
+            })
+            .collect();
+        let silent = self.trackers.saturating_sub(health.len());
+        if silent > 0 {
+            said.push(format!(
+                "{silent} tracker{} not answered yet",
+                plural(silent)
+            ));
+        }
+        if self.trackers > 0 && silent == 0 && health.values().all(Result::is_err) {
+            said.insert(0, "no tracker reachable".into());
+        }
+        said.push(match static_peers {
+            0 => "no --peer".to_string(),
+            1 => "1 --peer address not answering".to_string(),
+            p => format!("{p} --peer addresses not answering"),
+        });
+        said.join("; ")
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 #[cfg(test)]
@@ -149,10 +183,44 @@ mod tests {
 
     #[test]
     fn impossible_latency_gives_up_after_latency_and_slack() {
-        let mut w = Watch::new(Duration::from_secs(8), Origin::Flag("--latency"), 1, 0);
+        let health = Health::default();
+        let mut w = Watch::new(
+            Duration::from_secs(8),
+            Origin::Flag("--latency"),
+            2,
+            0,
+            health.clone(),
+        );
         let t0 = Instant::now();
+        let mut no_peers = |h: Option<(&str, Result<usize, String>)>| {
+            if let Some((url, r)) = h {
+                health.lock().unwrap().insert(url.into(), r);
+            }
+            match w.observe(t0, &status(State::Joining, 0, None)) {
+                Verdict::Waiting(m) => m,
+                v => panic!("{v:?}"),
+            }
+        };
+        assert_eq!(
+            no_peers(None),
+            "no peers: 2 trackers not answered yet; no --peer"
+        );
+        assert_eq!(
+            no_peers(Some(("http://a/announce", Err("cannot connect".into())))),
+            "no peers: tracker http://a/announce failed: cannot connect; 1 tracker not answered \
+             yet; no --peer"
+        );
+        assert_eq!(
+            no_peers(Some((
+                "http://b/announce",
+                Err("tracker answered HTTP 404".into())
+            ))),
+            "no peers: no tracker reachable; tracker http://a/announce failed: cannot connect; \
+             tracker http://b/announce failed: tracker answered HTTP 404; no --peer"
+        );
         assert!(
-            matches!(w.observe(t0, &status(State::Joining, 0, None)), Verdict::Waiting(m) if m.starts_with("no peers: 1 tracker and 0 --peer addresses"))
+            no_peers(Some(("http://b/announce", Ok(0))))
+                .ends_with("tracker http://b/announce named 0 peers; no --peer")
         );
         assert!(
             matches!(w.observe(t0, &status(State::Joining, 2, None)), Verdict::Waiting(m) if m.contains("none has announced a piece"))

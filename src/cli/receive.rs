@@ -91,17 +91,21 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         Output::Play => Some(start_player(&args, &torrent.name)?),
         _ => None,
     };
-    let trackers = torrent.trackers.len()
+    // The trackers the node announces to (roles::start leaves out those it cannot use).
+    let trackers = (torrent.trackers.iter())
+        .filter(|t| crate::settings::tracker_url(t).is_ok())
+        .count()
         + (args.net.trackers.iter())
             .filter(|t| !torrent.trackers.contains(t))
             .count();
+    let mut setup = NodeSetup::from_net(Role::Receiver, torrent, &args.net, 3);
     let watch = progress::Watch::new(
         Duration::from_millis(latency),
         latency_origin,
         trackers,
         args.net.peers.len(),
+        setup.tracker_health.clone(),
     );
-    let mut setup = NodeSetup::from_net(Role::Receiver, torrent, &args.net, 3);
     setup.latency = Duration::from_millis(latency);
     setup.stdout_is_stream = matches!(output, Output::Stdout);
     // Why the receiver is not making progress, if it is not: for /status.

@@ -32,6 +32,8 @@ pub struct NodeSetup {
     pub status_extra: Option<status::Extra>,
     /// Stdout carries the stream (`receive --output -`): messages for people go to stderr.
     pub stdout_is_stream: bool,
+    /// Filled in by the announcer: what each tracker last said.
+    pub tracker_health: tracker::Health,
 }
 
 impl NodeSetup {
@@ -57,6 +59,7 @@ impl NodeSetup {
             extra_trackers: net.trackers.clone(),
             status_extra: None,
             stdout_is_stream: false,
+            tracker_health: tracker::Health::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ pub async fn start(
             stats,
             peers_tx,
             stop_rx,
+            setup.tracker_health.clone(),
         )))
     };
     if let Some(addr) = setup.status_addr {
