@@ -372,10 +372,12 @@ pub async fn run_announcer_with(
             url,
             base.clone(),
             stats.clone(),
-            peers_out.clone(),
+            Reports {
+                peers: peers_out.clone(),
+                health: health.clone(),
+            },
             stop.clone(),
             timing,
-            health.clone(),
         ));
     }
     while tasks.join_next().await.is_some() {}
@@ -387,15 +389,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Where one tracker's announce loop reports: the peers it names, and how it answered.
+struct Reports {
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    health: Health,
+}
+
 async fn announce_loop(
     client: reqwest::Client,
     url: String,
     base: Announce,
     stats: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
-    peers_out: mpsc::Sender<Vec<SocketAddr>>,
+    reports: Reports,
     mut stop: watch::Receiver<bool>,
     timing: AnnouncerTiming,
-    health: Health,
 ) {
     let mut registered = false;
     let mut first = true;
@@ -420,7 +427,7 @@ async fn announce_loop(
             Ok(response) => Ok(response.peers.len()),
             Err(e) => Err(in_brief(e)),
         };
-        (health.lock().unwrap_or_else(|e| e.into_inner())).insert(url.clone(), said);
+        (reports.health.lock().unwrap_or_else(|e| e.into_inner())).insert(url.clone(), said);
         let wait = match result {
             Ok(response) => {
                 registered = true;
@@ -428,7 +435,7 @@ async fn announce_loop(
                 tracing::debug!(%url, peers = response.peers.len(), "announced");
                 if !response.peers.is_empty() {
                     tokio::select! {
-                        sent = peers_out.send(response.peers) => if sent.is_err() { break },
+                        sent = reports.peers.send(response.peers) => if sent.is_err() { break },
                         _ = stopped(&mut stop) => break,
                     }
                 }
