@@ -156,6 +156,49 @@ fn create_warns_without_tracker_and_refuses_to_overwrite_without_force() {
 }
 
 #[test]
+fn keygen_and_create_name_the_flag_they_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = event(dir.path());
+    let o = run(&["keygen", "--out", s(&key)]);
+    fails_with(
+        &o,
+        &format!(
+            "--out {}: the file exists; a key is never overwritten (move it away first)",
+            s(&key)
+        ),
+    );
+    let out = dir.path().join("x.torrent");
+    let create = |flag: &str, value: &str| {
+        run(&[
+            "create",
+            "--key",
+            s(&key),
+            "--name",
+            "n",
+            flag,
+            value,
+            "--out",
+            s(&out),
+        ])
+    };
+    let o = create("--piece-size", "1000");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o)
+            .starts_with("nordlys: --piece-size 1000: piece length 1000 must be a multiple of 188"),
+        "{}",
+        stderr(&o)
+    );
+    let o = create("--window", "0");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with("nordlys: --window 0: window 0 s must be between 1 and "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn receive_refuses_magnet_and_https_with_the_honest_reason() {
     let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=x";
     let o = run(&["receive", "--torrent", magnet, "--output", "-"]);
@@ -209,6 +252,16 @@ fn receive_refuses_a_latency_beyond_the_window_naming_flag_and_value() {
         &o,
         "--upload-limit 0 kbit/s is not a limit; expected at least 1 (leave it out for no limit)",
     );
+    let o = run(&[
+        "receive",
+        "--torrent",
+        s(&torrent),
+        "--output",
+        "-",
+        "--snapshot-every",
+        "0",
+    ]);
+    fails_with(&o, "--snapshot-every 0 s: expected at least 0.1 seconds");
     let o = run(&[
         "seed",
         "--torrent",

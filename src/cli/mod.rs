@@ -357,6 +357,12 @@ async fn run(
 ) -> anyhow::Result<()> {
     match command {
         Command::Keygen { out } => {
+            if out.exists() {
+                anyhow::bail!(
+                    "--out {}: the file exists; a key is never overwritten (move it away first)",
+                    out.display()
+                );
+            }
             let key = crate::keys::generate()?;
             crate::keys::write(&out, &key)?;
             println!(
@@ -386,13 +392,20 @@ async fn run(
                 );
             }
             let key = crate::keys::read(&key)?;
+            use crate::torrent::TorrentError;
             let bytes = crate::torrent::LiveTorrent::create(
                 &name,
                 &key.verifying_key(),
                 piece_size,
                 window,
                 &trackers,
-            )?;
+            )
+            .map_err(|e| match e {
+                // Name the flag: the core's text names only the torrent field.
+                TorrentError::PieceLength(_) => anyhow::anyhow!("--piece-size {piece_size}: {e}"),
+                TorrentError::Window(_) => anyhow::anyhow!("--window {window}: {e}"),
+                e => e.into(),
+            })?;
             let torrent = crate::torrent::LiveTorrent::parse(&bytes)?;
             std::fs::write(&out, &bytes)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;

@@ -48,6 +48,12 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         }
     }
     roles::check_net(&args.net)?;
+    if !(args.snapshot_every.is_finite() && args.snapshot_every >= 0.1) {
+        bail!(
+            "--snapshot-every {} s: expected at least 0.1 seconds",
+            args.snapshot_every
+        );
+    }
     let Some(torrent_spec) = args.torrent.clone() else {
         bail!("--torrent is required (or --config naming the stream); {SOURCE_EXPECTED}");
     };
@@ -389,7 +395,13 @@ fn start_player(args: &ReceiveArgs, event: &str) -> anyhow::Result<PlayerRef> {
         snapshot: args
             .snapshot
             .clone()
-            .map(|p| (p, Duration::from_secs_f64(args.snapshot_every.max(0.1)))),
+            // Checked in receive(); the slate for a config error comes earlier, so never panic
+            // on a value that was not checked yet.
+            .map(|p| {
+                let every = Duration::try_from_secs_f64(args.snapshot_every)
+                    .unwrap_or(Duration::from_secs(2));
+                (p, every.max(Duration::from_millis(100)))
+            }),
         event_name: event.to_string(),
         venue: args.venue.clone().unwrap_or_default(),
         started: crate::cli::process_start(),
