@@ -11,6 +11,7 @@ pub mod gst_elements;
 pub mod keys;
 pub mod net;
 pub mod player;
+pub mod settings;
 pub mod source;
 
 pub use nordlys_proto::{bencode, inject, piece, sim, swarm, test_media, torrent, wire};

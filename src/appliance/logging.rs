@@ -80,7 +80,12 @@ pub fn init(level: &str) -> LogTarget {
         None => (
             tracing_subscriber::registry()
                 .with(filter)
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                // Colour codes only for a terminal: a log file or a pipe gets plain text.
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::stderr().is_terminal()),
+                )
                 .try_init(),
             LogTarget::Stderr,
         ),

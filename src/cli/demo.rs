@@ -66,6 +66,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         upload_slots: 40,
         extra_trackers: Vec::new(),
         status_extra: None,
+        stdout_is_stream: false,
+        tracker_health: Default::default(),
     };
 
     // Injector on the test pattern, ended after --duration.
@@ -125,11 +127,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 let p = player.stats();
                 if let Some(s) = s {
                     println!(
-                        "receiver: {:?}, {} peers, piece {:?}, lag {:?} ms, {} frames rendered, decoder {}",
-                        s.swarm.state,
+                        "receiver: {}, {} peers, piece {}, lag {} ms, {} frames rendered, decoder {}",
+                        crate::cli::state_name(s.swarm.state),
                         s.swarm.peers,
-                        s.swarm.output_seq,
-                        s.lag_ms,
+                        crate::cli::or_dash(s.swarm.output_seq),
+                        crate::cli::or_dash(s.lag_ms),
                         p.frames_rendered,
                         p.decoder.as_deref().unwrap_or("-"),
                     );
@@ -145,11 +147,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Let the player show what it holds before the summary.
     let stats = player.stats();
     println!(
-        "demo ended: {} pieces injected, receiver continuity {:.3}, {} frames rendered, first frame after {:?} ms, seedbox uploaded {} bytes",
+        "demo ended: {} pieces injected, receiver continuity {:.3}, {} frames rendered, first frame after {} ms, seedbox uploaded {} bytes",
         injected.swarm.pieces_emitted,
         received.swarm.continuity,
         stats.frames_rendered,
-        stats.first_frame_ms,
+        crate::cli::or_dash(stats.first_frame_ms),
         seeded.swarm.bytes_up,
     );
     let ok = stats.frames_rendered > 0;

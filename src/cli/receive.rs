@@ -4,19 +4,21 @@
 //! exits (systemd would restart us in a loop): the slate and the LEDs show the error instead.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::appliance::config::Startup;
+use crate::appliance::config::{SOURCE_EXPECTED, Startup, StreamSource};
 use crate::appliance::leds;
 use crate::cli::ReceiveArgs;
+use crate::cli::progress;
 use crate::cli::roles::{self, NodeSetup};
 use crate::net::node::NodeStatus;
 use crate::player::{Player, PlayerHandle, PlayerInput, PlayerOptions, SlateInfo, SlateState};
+use crate::settings::Origin;
 use crate::swarm::{Delivery, Role, State};
 use crate::torrent::LiveTorrent;
 
@@ -29,11 +31,13 @@ enum Output {
 pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow::Result<()> {
     let appliance = startup.is_some();
     let (led_tx, led_rx) = watch::channel(leds::Status::Booting);
+    // Until the config is applied, every setting is a flag's.
+    let mut latency_origin = Origin::Flag("--latency");
     if let Some(startup) = &startup {
         start_leds(startup, led_rx);
         match startup {
             Startup::Ready { config, path } => {
-                apply_config(&mut args, config)?;
+                latency_origin = apply_config(&mut args, config)?;
                 if let Some(missing) = appliance_doctor(path) {
                     return show_config_error(&args, config, &missing, led_tx).await;
                 }
@@ -43,67 +47,125 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
             }
         }
     }
-    let Some(torrent_spec) = args.torrent.clone() else {
-        bail!("--torrent is required (or --config naming the stream)");
-    };
-    let torrent = match load_torrent(&torrent_spec).await {
-        Ok(t) => t,
-        Err(e) if appliance => {
-            let config = startup.as_ref().unwrap().config();
-            return show_config_error(&args, config, &format!("{e:#}"), led_tx).await;
-        }
-        Err(e) => return Err(e),
-    };
-    if args.latency >= torrent.window_secs as u64 * 1000 {
+    roles::check_net(&args.net)?;
+    if !(args.snapshot_every.is_finite() && args.snapshot_every >= 0.1) {
         bail!(
-            "--latency {} ms must be below the torrent's window of {} s: peers keep no older stream",
-            args.latency,
-            torrent.window_secs
+            "--snapshot-every {} s: expected at least 0.1 seconds",
+            args.snapshot_every
         );
+    }
+    let Some(torrent_spec) = args.torrent.clone() else {
+        bail!("--torrent is required (or --config naming the stream); {SOURCE_EXPECTED}");
+    };
+    let source =
+        StreamSource::parse(&torrent_spec).map_err(|e| anyhow::anyhow!("--torrent {e}"))?;
+    let torrent = match load_torrent(&source).await {
+        Ok(t) => t,
+        Err(e) => match &startup {
+            Some(s) => {
+                return show_config_error(&args, s.config(), &format!("{e:#}"), led_tx).await;
+            }
+            None => return Err(e),
+        },
+    };
+    let latency = args.latency.unwrap_or(DEFAULT_LATENCY_MS);
+    if let Err(e) = crate::settings::latency(latency, torrent.window_secs) {
+        let e = format!("{latency_origin} {e}");
+        match &startup {
+            // The appliance shows it on the slate rather than exiting into a restart loop.
+            Some(s) => return show_config_error(&args, s.config(), &e, led_tx).await,
+            None => bail!(e),
+        }
     }
     let output = match args.output.as_deref() {
         None | Some("play") => Output::Play,
         Some("-") => Output::Stdout,
         Some(path) => Output::File(PathBuf::from(path)),
     };
+    // Open the output file before joining: a path that cannot be written is a setting to fix,
+    // not something to find out once the stream flows.
+    let out_file = match &output {
+        Output::File(path) => Some(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("--output {}: cannot create the file", path.display()))?,
+        ),
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel::<Delivery>(1024);
     let player = match output {
         Output::Play => Some(start_player(&args, &torrent.name)?),
         _ => None,
     };
+    // The trackers the node announces to (roles::start leaves out those it cannot use).
+    let trackers = (torrent.trackers.iter())
+        .filter(|t| crate::settings::tracker_url(t).is_ok())
+        .count()
+        + (args.net.trackers.iter())
+            .filter(|t| !torrent.trackers.contains(t))
+            .count();
     let mut setup = NodeSetup::from_net(Role::Receiver, torrent, &args.net, 3);
-    setup.latency = Duration::from_millis(args.latency);
-    if let Some(p) = &player {
-        let p = p.clone();
+    let watch = progress::Watch::new(
+        Duration::from_millis(latency),
+        latency_origin,
+        trackers,
+        args.net.peers.len(),
+        setup.tracker_health.clone(),
+    );
+    setup.latency = Duration::from_millis(latency);
+    setup.stdout_is_stream = matches!(output, Output::Stdout);
+    // Why the receiver is not making progress, if it is not: for /status.
+    let waiting_for: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let (player, waiting_for) = (player.clone(), waiting_for.clone());
         setup.status_extra = Some(Arc::new(move || {
-            serde_json::to_value(p.stats()).unwrap_or(serde_json::Value::Null)
+            let mut v = player
+                .as_ref()
+                .map_or_else(|| serde_json::json!({}), |p| player_status(&p.stats()));
+            if let Some(obj) = v.as_object_mut() {
+                let why = waiting_for
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                obj.insert("waiting_for".into(), why.into());
+            }
+            v
         }));
     }
     let running = roles::start(setup, None, Some(tx)).await?;
+    let mut give_up = tokio::spawn(watch_progress(
+        watch,
+        running.handles.status.clone(),
+        waiting_for,
+    ));
     if appliance {
         let _ = crate::appliance::systemd::notify_ready();
         spawn_watchdog(running.handles.status.clone());
     }
-    let writer = match (&output, &player) {
-        (Output::Play, Some(p)) => tokio::spawn(feed_player(
+    let writer = match (&output, &player, out_file) {
+        (Output::Play, Some(p), _) => tokio::spawn(feed_player(
             rx,
             running.handles.status.clone(),
             p.clone(),
             led_tx,
         )),
-        (Output::Stdout, _) => tokio::spawn(write_out(rx, None)),
-        (Output::File(path), _) => tokio::spawn(write_out(rx, Some(path.clone()))),
-        (Output::Play, None) => unreachable!(),
+        (_, _, Some(file)) => tokio::spawn(write_out(rx, Box::new(file))),
+        _ => tokio::spawn(write_out(rx, Box::new(tokio::io::stdout()))),
     };
-    let last = running.finish().await?;
+    let last = tokio::select! {
+        last = running.finish() => last?,
+        Ok(Some(why)) = &mut give_up => bail!(why),
+    };
+    give_up.abort();
     writer.await.context("output task failed")??;
-    let player_stats = player
-        .as_ref()
-        .and_then(|p| serde_json::to_value(p.stats()).ok());
+    let player_stats = player.as_ref().map(|p| player_status(&p.stats()));
     roles::print_final_with(&last, player_stats);
     eprintln!(
-        "stream ended: output up to piece {:?}, {} missed, continuity {:.4}",
-        last.swarm.output_seq, last.swarm.pieces_missed, last.swarm.continuity
+        "stream ended: output up to piece {}, {} missed, {} late, continuity {:.4}",
+        crate::cli::or_dash(last.swarm.output_seq),
+        last.swarm.pieces_missed,
+        last.swarm.pieces_late,
+        last.swarm.continuity
     );
     if let Some(p) = player {
         tokio::task::spawn_blocking(move || drop(p)).await.ok();
@@ -111,63 +173,171 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
     Ok(())
 }
 
-/// A torrent from a file, or from an http:// URL (retried for a minute: at boot the network
-/// may come up after us).
-async fn load_torrent(spec: &str) -> anyhow::Result<LiveTorrent> {
-    if !spec.starts_with("http://") && !spec.starts_with("https://") {
-        return Ok(LiveTorrent::read(std::path::Path::new(spec))?);
-    }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let mut last = None;
-    for attempt in 0..12 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+/// Says why the receiver makes no progress, in the log (when the reason changes, and every
+/// [`REPEAT_WAITING`]) and in `waiting_for`; returns the final error where waiting cannot
+/// help, `None` once the node is gone.
+async fn watch_progress(
+    mut watch: progress::Watch,
+    mut status: watch::Receiver<Option<NodeStatus>>,
+    waiting_for: Arc<Mutex<Option<String>>>,
+) -> Option<String> {
+    let mut logged: Option<(String, std::time::Instant)> = None;
+    while status.changed().await.is_ok() {
+        let Some(st) = status.borrow_and_update().clone() else {
+            continue;
+        };
+        let now = std::time::Instant::now();
+        let why = match watch.observe(now, &st) {
+            progress::Verdict::GiveUp(why) => return Some(why),
+            progress::Verdict::Waiting(why) => Some(why),
+            progress::Verdict::Fine => None,
+        };
+        if let Some(why) = &why
+            && logged
+                .as_ref()
+                .is_none_or(|(l, at)| l != why || now >= *at + REPEAT_WAITING)
+        {
+            tracing::warn!("{}: {why}", crate::cli::state_name(st.swarm.state));
+            logged = Some((why.clone(), now));
         }
-        match fetch_torrent(&client, spec).await {
-            Ok(t) => return Ok(t),
-            Err(e) => {
-                tracing::warn!(url = spec, error = %format!("{e:#}"), "cannot fetch the torrent yet");
-                last = Some(e);
-            }
-        }
+        *waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
-    Err(last.unwrap().context(format!("cannot fetch {spec}")))
+    None
 }
 
-async fn fetch_torrent(client: &reqwest::Client, url: &str) -> anyhow::Result<LiveTorrent> {
-    let mut resp = client.get(url).send().await?.error_for_status()?;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        body.extend_from_slice(&chunk);
-        if body.len() > crate::torrent::MAX_TORRENT_BYTES {
+/// How often an unchanged reason for waiting is logged again.
+const REPEAT_WAITING: Duration = Duration::from_secs(30);
+
+/// The receiver's latency when neither a flag nor a config file sets it.
+const DEFAULT_LATENCY_MS: u64 = 2000;
+
+/// The player's counters for `/status` and the final status. The player's own `state` (the
+/// slate it shows) is renamed `slate`: `state` is the node's, one meaning per field.
+fn player_status(stats: &crate::player::PlayerStats) -> serde_json::Value {
+    let mut v = serde_json::to_value(stats).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = v.as_object_mut()
+        && let Some(slate) = obj.remove("state")
+    {
+        obj.insert("slate".into(), slate);
+    }
+    v
+}
+
+/// How long a torrent URL is tried when its server cannot be reached (at boot the network
+/// may come up after us), and how often. An answer that is not a torrent is not retried.
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(60);
+const FETCH_RETRY_EVERY: Duration = Duration::from_secs(5);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a fetch failed: worth another try (server down, 5xx) or not (the answer is wrong).
+enum FetchError {
+    Transient(String),
+    Permanent(String),
+}
+
+/// A torrent from a file, or from an http:// URL (retried up to [`FETCH_DEADLINE`] while the
+/// server cannot be reached).
+async fn load_torrent(source: &StreamSource) -> anyhow::Result<LiveTorrent> {
+    let url = match source {
+        StreamSource::TorrentFile(path) => return Ok(LiveTorrent::read(path)?),
+        StreamSource::TorrentUrl(url) => url.as_str(),
+    };
+    let client = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
+    let deadline = tokio::time::Instant::now() + FETCH_DEADLINE;
+    let mut attempt = 1;
+    loop {
+        let why = match fetch_torrent(&client, url).await {
+            Ok(t) => return Ok(t),
+            Err(FetchError::Permanent(why)) => bail!("cannot use the torrent at {url}: {why}"),
+            Err(FetchError::Transient(why)) => why,
+        };
+        if tokio::time::Instant::now() + FETCH_RETRY_EVERY >= deadline {
             bail!(
-                "more than {} bytes: not a torrent",
-                crate::torrent::MAX_TORRENT_BYTES
+                "cannot fetch the torrent at {url}: {why} (gave up after {attempt} attempts in {} s)",
+                FETCH_DEADLINE.as_secs()
             );
         }
+        tracing::warn!(
+            "cannot fetch the torrent at {url} yet: {why}; attempt {attempt}, next in {} s, giving up {} s after the first",
+            FETCH_RETRY_EVERY.as_secs(),
+            FETCH_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(FETCH_RETRY_EVERY).await;
+        attempt += 1;
     }
-    Ok(LiveTorrent::parse(&body)?)
 }
 
+async fn fetch_torrent(client: &reqwest::Client, url: &str) -> Result<LiveTorrent, FetchError> {
+    // Only the outermost message: reqwest's and the parser's chains repeat their own text.
+    let transient = |e: reqwest::Error| {
+        let what = if e.is_timeout() {
+            format!("no answer within {} s", FETCH_TIMEOUT.as_secs())
+        } else if e.is_connect() {
+            "cannot connect".to_string()
+        } else {
+            e.to_string()
+        };
+        FetchError::Transient(what)
+    };
+    let mut resp = client.get(url).send().await.map_err(transient)?;
+    let status = resp.status();
+    if !status.is_success() {
+        let why = format!("the server answered HTTP {status}");
+        // Server trouble may pass; a missing or forbidden file will not.
+        return Err(if status.is_server_error() || status.as_u16() == 429 {
+            FetchError::Transient(why)
+        } else {
+            FetchError::Permanent(why)
+        });
+    }
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transient)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > crate::torrent::MAX_TORRENT_BYTES {
+            return Err(FetchError::Permanent(format!(
+                "the answer is more than {} bytes: not a torrent",
+                crate::torrent::MAX_TORRENT_BYTES
+            )));
+        }
+    }
+    LiveTorrent::parse(&body).map_err(|e| {
+        let kind = content_type.map_or(String::new(), |t| format!(" ({t})"));
+        FetchError::Permanent(format!(
+            "the answer{kind} is not a live torrent: {e}; check the URL"
+        ))
+    })
+}
+
+/// Fills in what the command line left out from the config file: flags win over the file,
+/// the file over the defaults. Returns where the latency came from, for messages.
 fn apply_config(
     args: &mut ReceiveArgs,
     c: &crate::appliance::config::Config,
-) -> anyhow::Result<()> {
-    use crate::appliance::config::StreamSource;
-    match c.stream_source() {
-        Some(StreamSource::TorrentFile(path)) => args.torrent = Some(path.display().to_string()),
-        Some(StreamSource::TorrentUrl(url)) => args.torrent = Some(url.to_string()),
-        Some(StreamSource::Magnet(_)) => {
-            bail!("stream.source: magnet links are not supported yet; use a .torrent file or URL")
+) -> anyhow::Result<Origin> {
+    if args.torrent.is_none() {
+        match &c.stream.source {
+            Some(s) => args.torrent = Some(s.clone()),
+            None => bail!("stream.source is missing; {SOURCE_EXPECTED}"),
         }
-        None => bail!("stream.source is missing"),
     }
-    args.latency = c.stream.target_latency_ms as u64;
-    args.net.listen = std::net::SocketAddr::new([0, 0, 0, 0].into(), c.network.listen_port);
-    if c.network.upload_limit_kbps > 0 {
-        args.net.upload_limit = Some(c.network.upload_limit_kbps as u64);
+    let latency_origin = match args.latency {
+        Some(_) => Origin::Flag("--latency"),
+        None => {
+            args.latency = Some(u64::from(c.stream.target_latency_ms));
+            Origin::Key("stream.target_latency_ms")
+        }
+    };
+    args.net.listen = args.net.listen.or(Some(std::net::SocketAddr::new(
+        [0, 0, 0, 0].into(),
+        c.network.listen_port,
+    )));
+    if args.net.upload_limit.is_none() && c.network.upload_limit_kbps > 0 {
+        args.net.upload_limit = Some(u64::from(c.network.upload_limit_kbps));
     }
     for p in &c.network.static_peers {
         // `host:port`: names are resolved once, at start.
@@ -178,11 +348,14 @@ fn apply_config(
         }
     }
     args.net.trackers.extend(c.network.trackers.iter().cloned());
-    args.net.status_addr = c.status_address.or(args.net.status_addr);
-    args.venue = c.venue.clone();
-    (args.video_sink, args.audio_sink, args.decoder) = player_settings(c);
-    args.output = Some("play".into());
-    Ok(())
+    args.net.status_addr = args.net.status_addr.or(c.status_address);
+    args.venue.get_or_insert_with(|| c.venue.clone());
+    let (video, audio, decoder) = player_settings(c);
+    args.video_sink.get_or_insert(video);
+    args.audio_sink.get_or_insert(audio);
+    args.decoder.get_or_insert(decoder);
+    args.output.get_or_insert_with(|| "play".into());
+    Ok(latency_origin)
 }
 
 /// The player's sinks and decoder preference as a config file sets them.
@@ -216,15 +389,21 @@ pub(crate) fn player_settings(
 
 fn start_player(args: &ReceiveArgs, event: &str) -> anyhow::Result<PlayerRef> {
     let opts = PlayerOptions {
-        video_sink: args.video_sink.clone(),
-        audio_sink: args.audio_sink.clone(),
-        decoder: args.decoder,
+        video_sink: args.video_sink.clone().unwrap_or_default(),
+        audio_sink: args.audio_sink.clone().unwrap_or_default(),
+        decoder: args.decoder.unwrap_or_default(),
         snapshot: args
             .snapshot
             .clone()
-            .map(|p| (p, Duration::from_secs_f64(args.snapshot_every.max(0.1)))),
+            // Checked in receive(); the slate for a config error comes earlier, so never panic
+            // on a value that was not checked yet.
+            .map(|p| {
+                let every = Duration::try_from_secs_f64(args.snapshot_every)
+                    .unwrap_or(Duration::from_secs(2));
+                (p, every.max(Duration::from_millis(100)))
+            }),
         event_name: event.to_string(),
-        venue: args.venue.clone(),
+        venue: args.venue.clone().unwrap_or_default(),
         started: crate::cli::process_start(),
         ..PlayerOptions::default()
     };
@@ -315,15 +494,10 @@ async fn feed_player(
 
 /// Writes the verified stream to a file or stdout. Gaps are simply absent bytes: TS
 /// demuxers resynchronise on the next packet.
-async fn write_out(mut rx: mpsc::Receiver<Delivery>, path: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &path {
-        Some(p) => Box::new(
-            tokio::fs::File::create(p)
-                .await
-                .with_context(|| format!("cannot create {}", p.display()))?,
-        ),
-        None => Box::new(tokio::io::stdout()),
-    };
+async fn write_out(
+    mut rx: mpsc::Receiver<Delivery>,
+    mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+) -> anyhow::Result<()> {
     while let Some(d) = rx.recv().await {
         match d {
             Delivery::Data { payload, .. } => out.write_all(&payload).await?,
@@ -420,7 +594,7 @@ async fn show_config_error(
     tracing::error!(%error, "cannot start the stream");
     leds.send_replace(leds::Status::Error);
     let mut a = args.clone();
-    a.venue = config.venue.clone();
+    a.venue = Some(config.venue.clone());
     let _ = apply_config(&mut a, config);
     // Without a slate (its elements may be what is missing) the LEDs still say "error".
     let player = match start_player(&a, "nordlys") {
@@ -478,22 +652,118 @@ mod tests {
         format!("http://{addr}/event.torrent")
     }
 
+    /// Flags given with --config win over the file; the file fills in the rest.
+    #[test]
+    fn flags_win_over_the_config_file() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct W {
+            #[command(flatten)]
+            a: ReceiveArgs,
+        }
+        let parse = |args: &[&str]| {
+            W::try_parse_from(std::iter::once("receive").chain(args.iter().copied()))
+                .unwrap()
+                .a
+        };
+        let config = crate::appliance::config::parse_str(
+            "venue = \"Hall\"\n[stream]\nsource = \"/boot/e.torrent\"\ntarget_latency_ms = 3000\n\
+             [network]\nlisten_port = 7000\ntrackers = [\"http://t.example/announce\"]\n",
+            std::path::Path::new("nordlys.toml"),
+        )
+        .unwrap();
+        let mut a = parse(&[
+            "--output",
+            "x.ts",
+            "--latency",
+            "500",
+            "--listen",
+            "127.0.0.1:0",
+            "--venue",
+            "Club",
+        ]);
+        assert_eq!(
+            apply_config(&mut a, &config).unwrap(),
+            Origin::Flag("--latency")
+        );
+        assert_eq!(a.output.as_deref(), Some("x.ts"));
+        assert_eq!(a.latency, Some(500));
+        assert_eq!(a.net.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(a.venue.as_deref(), Some("Club"));
+        assert_eq!(a.torrent.as_deref(), Some("/boot/e.torrent"));
+        let mut a = parse(&[]);
+        assert_eq!(
+            apply_config(&mut a, &config).unwrap(),
+            Origin::Key("stream.target_latency_ms")
+        );
+        assert_eq!(a.output.as_deref(), Some("play"));
+        assert_eq!(a.latency, Some(3000));
+        assert_eq!(a.net.listen, Some("0.0.0.0:7000".parse().unwrap()));
+        assert_eq!(a.net.trackers, ["http://t.example/announce"]);
+        assert_eq!(a.venue.as_deref(), Some("Hall"));
+    }
+
     #[tokio::test]
     async fn torrent_from_a_url() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
         let bytes = LiveTorrent::create("hall", &key, 32712, 30, &[]).unwrap();
         let url = serve(bytes).await;
-        let t = load_torrent(&url).await.unwrap();
+        let t = load_torrent(&StreamSource::parse(&url).unwrap())
+            .await
+            .unwrap();
         assert_eq!(t.name, "hall");
     }
 
+    /// A server that cannot be reached is retried every 5 s and given up on after 60 s, with
+    /// one message saying so (virtual time: the sleeps pass at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_is_down_is_retried_within_a_bound() {
+        // A port the kernel picked and nobody listens on any more: connections are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/e.torrent");
+        let t0 = tokio::time::Instant::now();
+        let err = load_torrent(&StreamSource::parse(&url).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot fetch the torrent at {url}: cannot connect (gave up after 12 attempts in 60 s)"
+            )
+        );
+        assert!(t0.elapsed() <= FETCH_DEADLINE, "{:?}", t0.elapsed());
+    }
+
+    fn permanent(r: Result<LiveTorrent, FetchError>) -> String {
+        match r {
+            Err(FetchError::Permanent(why)) => why,
+            Err(FetchError::Transient(why)) => panic!("transient: {why}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
     #[tokio::test]
-    async fn oversized_or_bad_downloads_are_refused() {
+    async fn oversized_or_bad_downloads_are_refused_at_once() {
         let client = reqwest::Client::new();
         let url = serve(vec![b'x'; crate::torrent::MAX_TORRENT_BYTES + 10]).await;
-        let err = fetch_torrent(&client, &url).await.unwrap_err();
-        assert!(format!("{err:#}").contains("not a torrent"), "{err:#}");
+        let why = permanent(fetch_torrent(&client, &url).await);
+        assert!(why.contains("not a torrent"), "{why}");
         let url = serve(b"d4:spam4:eggse".to_vec()).await;
-        assert!(fetch_torrent(&client, &url).await.is_err());
+        permanent(fetch_torrent(&client, &url).await);
+        // A JPEG: one message, said once, and no retry (load_torrent returns at once).
+        let url = serve(vec![0xff, 0xd8, 0xff, 0xe0]).await;
+        let err = load_torrent(&StreamSource::parse(&url).unwrap())
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert_eq!(text.matches("unexpected byte").count(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!("cannot use the torrent at {url}: the answer")),
+            "{text}"
+        );
     }
 }

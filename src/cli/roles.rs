@@ -30,19 +30,25 @@ pub struct NodeSetup {
     pub extra_trackers: Vec<String>,
     /// Extra fields for the status endpoint (the player's counters).
     pub status_extra: Option<status::Extra>,
+    /// Stdout carries the stream (`receive --output -`): messages for people go to stderr.
+    pub stdout_is_stream: bool,
+    /// Filled in by the announcer: what each tracker last said.
+    pub tracker_health: tracker::Health,
 }
 
 impl NodeSetup {
     pub fn from_args(role: Role, args: &SwarmArgs, default_linger: u64) -> anyhow::Result<Self> {
+        check_net(&args.net)?;
         let torrent = LiveTorrent::read(&args.torrent)?;
         Ok(Self::from_net(role, torrent, &args.net, default_linger))
     }
 
+    /// The node's settings from the shared flags; check them first with [`check_net`].
     pub fn from_net(role: Role, torrent: LiveTorrent, net: &NetArgs, default_linger: u64) -> Self {
         NodeSetup {
             role,
             torrent,
-            listen: net.listen,
+            listen: net.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             peers: net.peers.clone(),
             upload_limit_kbit: net.upload_limit,
             status_addr: net.status_addr,
@@ -52,8 +58,28 @@ impl NodeSetup {
             upload_slots: net.upload_slots,
             extra_trackers: net.trackers.clone(),
             status_extra: None,
+            stdout_is_stream: false,
+            tracker_health: tracker::Health::default(),
         }
     }
+}
+
+/// The rules for the flags every role shares, applied before anything starts.
+pub fn check_net(net: &NetArgs) -> anyhow::Result<()> {
+    for t in &net.trackers {
+        if let Err(e) = crate::settings::tracker_url(t) {
+            bail!("--tracker {e}");
+        }
+    }
+    if net.upload_limit == Some(0) {
+        bail!(
+            "--upload-limit 0 kbit/s is not a limit; expected at least 1 (leave it out for no limit)"
+        );
+    }
+    if net.upload_slots == 0 {
+        bail!("--upload-slots 0 would serve nobody; expected at least 1");
+    }
+    Ok(())
 }
 
 /// A started node: wait for it with `finish`.
@@ -82,11 +108,6 @@ pub async fn start(
     injector: Option<InjectorInput>,
     deliveries: Option<mpsc::Sender<Delivery>>,
 ) -> anyhow::Result<Running> {
-    if let Some(limit) = setup.upload_limit_kbit
-        && limit == 0
-    {
-        bail!("--upload-limit must be above 0 kbit/s");
-    }
     let listener = TcpListener::bind(setup.listen)
         .await
         .with_context(|| format!("cannot listen on {}", setup.listen))?;
@@ -95,10 +116,29 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = oneshot::channel();
     let mut torrent = setup.torrent.clone();
+    // A torrent made elsewhere may name trackers no role can use: say so once and leave them
+    // out, rather than failing to announce to them forever.
+    torrent
+        .trackers
+        .retain(|t| match crate::settings::tracker_url(t) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("ignoring the torrent's tracker {e}");
+                false
+            }
+        });
     for t in &setup.extra_trackers {
         if !torrent.trackers.contains(t) {
             torrent.trackers.push(t.clone());
         }
+    }
+    // Without a tracker or a peer to dial, only peers that dial us can be found: fine for an
+    // injector that seedboxes dial, a dead end for anyone else if nobody knows them.
+    if torrent.trackers.is_empty() && setup.peers.is_empty() {
+        tracing::warn!(
+            "no tracker (the torrent names none, no --tracker) and no --peer: \
+             waiting for peers to connect to {listen}"
+        );
     }
     let peer_id = node::new_peer_id();
     tracing::info!(
@@ -151,11 +191,17 @@ pub async fn start(
             stats,
             peers_tx,
             stop_rx,
+            setup.tracker_health.clone(),
         )))
     };
     if let Some(addr) = setup.status_addr {
         let l = status::bind(addr).await?;
-        println!("status on http://{}/status", l.local_addr()?);
+        let line = format!("status on http://{}/status", l.local_addr()?);
+        if setup.stdout_is_stream {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
         tokio::spawn(status::serve(
             l,
             handles.status_requests.clone(),

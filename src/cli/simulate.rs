@@ -50,7 +50,114 @@ fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
     );
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{} is not a scenario", path.display()))
+    let sc: Scenario =
+        toml::from_str(&text).with_context(|| format!("{} is not a scenario", path.display()))?;
+    if let Some((key, expected)) = out_of_range(&sc).into_iter().next() {
+        anyhow::bail!("{}: {}", path.display(), where_is(&text, key, expected));
+    }
+    Ok(sc)
+}
+
+/// The first key whose value the simulator cannot run with, and what it accepts. The core
+/// checks these too, but its refusal names neither the key nor the line.
+fn out_of_range(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
+    let share = |x: f64| (0.0..=1.0).contains(&x);
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    let [rtt_lo, rtt_hi] = sc.rtt_ms;
+    [
+        (
+            "duration_s",
+            positive(sc.duration_s) && sc.duration_s <= 86_400.0,
+            "seconds above 0, at most 86400",
+        ),
+        ("bitrate_kbit", sc.bitrate_kbit > 0, "kbit/s above 0"),
+        (
+            "piece_bytes",
+            (564..=1 << 20).contains(&sc.piece_bytes),
+            "bytes from 564 to 1048576",
+        ),
+        (
+            "keyframe_every_s",
+            positive(sc.keyframe_every_s),
+            "seconds above 0",
+        ),
+        (
+            "receivers",
+            (1..=MAX_RECEIVERS).contains(&sc.receivers),
+            "a whole number from 1 to 100000",
+        ),
+        (
+            "seedboxes",
+            sc.seedboxes <= 1000,
+            "a whole number from 0 to 1000",
+        ),
+        (
+            "join_from_s",
+            sc.join_from_s.is_finite() && sc.join_from_s >= 0.0,
+            "seconds, 0 or more",
+        ),
+        (
+            "join_over_s",
+            sc.join_over_s.is_finite() && sc.join_over_s >= 0.0,
+            "seconds, 0 or more",
+        ),
+        (
+            "rtt_ms",
+            rtt_lo >= 0.0 && rtt_hi >= rtt_lo && rtt_hi <= 10_000.0,
+            "[low, high] in milliseconds with 0 <= low <= high <= 10000",
+        ),
+        (
+            "loss",
+            (0.0..0.5).contains(&sc.loss),
+            "a share from 0 up to (not including) 0.5",
+        ),
+        (
+            "not_dialable",
+            share(sc.not_dialable),
+            "a share from 0 to 1",
+        ),
+        ("no_upload", share(sc.no_upload), "a share from 0 to 1"),
+        ("churn", share(sc.churn), "a share from 0 to 1"),
+        (
+            "upload_x",
+            positive(sc.upload_x),
+            "a multiple of the bitrate above 0",
+        ),
+        (
+            "seedbox_upload_x",
+            positive(sc.seedbox_upload_x),
+            "a multiple of the bitrate above 0",
+        ),
+        (
+            "injector_upload_x",
+            positive(sc.injector_upload_x),
+            "a multiple of the bitrate above 0",
+        ),
+        ("tracker_sample", sc.tracker_sample > 0, "peers, at least 1"),
+        ("reannounce_s", sc.reannounce_s > 0, "seconds, at least 1"),
+    ]
+    .into_iter()
+    .filter(|(_, ok, _)| !ok)
+    .map(|(key, _, expected)| (key, expected))
+    .collect()
+}
+
+/// The most receivers a scenario (or --sweep) may have.
+const MAX_RECEIVERS: usize = 100_000;
+
+/// "line L, column C: `key` = VALUE is out of range; expected ...", from the file's text.
+fn where_is(text: &str, key: &str, expected: &str) -> String {
+    let found = toml_edit::ImDocument::parse(text).ok().and_then(|doc| {
+        let item = doc.get(key)?;
+        let value = item.as_value()?;
+        let span = value.span()?;
+        let shown = text.get(span.clone())?.trim().to_string();
+        let (line, column) = crate::appliance::config::line_col(text, span.start);
+        Some(format!("line {line}, column {column}: `{key}` = {shown}"))
+    });
+    // A key left out has its default, which is in range: only a value in the file gets here.
+    let at = found.unwrap_or_else(|| format!("`{key}`"));
+    format!("{at} is out of range; expected {expected}")
 }
 
 /// One run: the report, its wall time in seconds.
@@ -63,6 +170,11 @@ fn run(sc: &Scenario) -> anyhow::Result<(Report, f64)> {
 
 fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let mut sc = read_scenario(&args.scenario)?;
+    if let Some(&bad) = (args.sweep.iter()).find(|&&n| !(1..=MAX_RECEIVERS).contains(&n)) {
+        anyhow::bail!(
+            "--sweep {bad} is out of range; expected audience sizes from 1 to {MAX_RECEIVERS}"
+        );
+    }
     if let Some(seed) = args.seed {
         sc.seed = seed;
     }

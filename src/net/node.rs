@@ -59,7 +59,8 @@ pub struct NodeOptions {
 pub struct NodeStatus {
     #[serde(flatten)]
     pub swarm: SwarmStatus,
-    /// Now minus the injector timestamp of the newest piece output (receivers).
+    /// Now minus the injector timestamp of the newest piece output (receivers); once the
+    /// stream has ended, the last value published while it played (not the time since).
     pub lag_ms: Option<u64>,
     /// Injector: MPEG-TS bytes read from the input.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +198,9 @@ struct Driver {
     listen: SocketAddr,
     linger: Duration,
     ended_at: Option<Instant>,
+    /// `lag_ms` as last published while the stream played: after the end it keeps its meaning
+    /// (how far behind the injector the output ran) instead of growing with the linger time.
+    lag_playing: Option<u64>,
     status_tx: watch::Sender<Option<NodeStatus>>,
     next_status: Instant,
     last_state: Option<State>,
@@ -238,6 +242,7 @@ impl Driver {
             listen,
             linger: opts.linger,
             ended_at: None,
+            lag_playing: None,
             status_tx: watch::channel(None).0,
             next_status: start,
             last_state: None,
@@ -426,7 +431,11 @@ impl Driver {
         if now >= self.next_status || Some(state) != self.last_state {
             self.last_state = Some(state);
             self.next_status = now + STATUS_EVERY;
-            self.status_tx.send_replace(Some(self.status()));
+            let status = self.status();
+            if !ended {
+                self.lag_playing = status.lag_ms;
+            }
+            self.status_tx.send_replace(Some(status));
         }
         if ended {
             self.ended_at.get_or_insert(now);
@@ -435,9 +444,12 @@ impl Driver {
 
     fn status(&self) -> NodeStatus {
         let s = self.swarm.status(Instant::now());
-        let lag_ms = s
-            .output_timestamp_us
-            .map(|ts| wall_clock_us().saturating_sub(ts) / 1000);
+        let lag_ms = if s.ended {
+            self.lag_playing
+        } else {
+            s.output_timestamp_us
+                .map(|ts| wall_clock_us().saturating_sub(ts) / 1000)
+        };
         let injector = self.source.as_ref().map(|s| &s.injector);
         NodeStatus {
             lag_ms,

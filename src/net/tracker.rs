@@ -12,9 +12,9 @@
 //! quick first re-announce so a new swarm forms fast, then the tracker's interval, exponential
 //! backoff on failure, `stopped` on the way out.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -90,7 +90,7 @@ pub enum TrackerError {
     Http(#[from] reqwest::Error),
     #[error("tracker answered HTTP {0}")]
     Status(u16),
-    #[error("tracker did not answer within {0:?}")]
+    #[error("tracker did not answer within {} s", .0.as_secs_f64())]
     Timeout(Duration),
     #[error("tracker response is larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
@@ -291,6 +291,19 @@ fn message_text(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// What each tracker last said, by URL: how many peers it named, or why the announce failed.
+/// A tracker not in the map has not answered yet. For the receiver's "why no peers".
+pub type Health = Arc<Mutex<BTreeMap<String, Result<usize, String>>>>;
+
+/// A failed announce in a few words (reqwest's own text repeats the URL and its causes).
+fn in_brief(e: &TrackerError) -> String {
+    match e {
+        TrackerError::Http(e) if e.is_connect() => "cannot connect".into(),
+        TrackerError::Http(e) if e.is_timeout() => "no answer in time".into(),
+        e => e.to_string(),
+    }
+}
+
 /// Timings of [`run_announcer`]; `Default` is what production uses.
 #[derive(Clone, Copy, Debug)]
 pub struct AnnouncerTiming {
@@ -326,6 +339,7 @@ pub async fn run_announcer(
     stats: impl Fn() -> (u64, u64) + Send + Sync + 'static,
     peers_out: mpsc::Sender<Vec<SocketAddr>>,
     stop: watch::Receiver<bool>,
+    health: Health,
 ) {
     run_announcer_with(
         urls,
@@ -334,6 +348,7 @@ pub async fn run_announcer(
         peers_out,
         stop,
         AnnouncerTiming::default(),
+        health,
     )
     .await
 }
@@ -346,6 +361,7 @@ pub async fn run_announcer_with(
     peers_out: mpsc::Sender<Vec<SocketAddr>>,
     stop: watch::Receiver<bool>,
     timing: AnnouncerTiming,
+    health: Health,
 ) {
     let client = reqwest::Client::new();
     let stats: Arc<dyn Fn() -> (u64, u64) + Send + Sync> = Arc::new(stats);
@@ -356,7 +372,10 @@ pub async fn run_announcer_with(
             url,
             base.clone(),
             stats.clone(),
-            peers_out.clone(),
+            Reports {
+                peers: peers_out.clone(),
+                health: health.clone(),
+            },
             stop.clone(),
             timing,
         ));
@@ -370,12 +389,18 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Where one tracker's announce loop reports: the peers it names, and how it answered.
+struct Reports {
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    health: Health,
+}
+
 async fn announce_loop(
     client: reqwest::Client,
     url: String,
     base: Announce,
     stats: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
-    peers_out: mpsc::Sender<Vec<SocketAddr>>,
+    reports: Reports,
     mut stop: watch::Receiver<bool>,
     timing: AnnouncerTiming,
 ) {
@@ -398,6 +423,11 @@ async fn announce_loop(
             r = announce_with_timeout(&client, &url, &a, timing.announce_timeout) => r,
             _ = stopped(&mut stop) => break,
         };
+        let said = match &result {
+            Ok(response) => Ok(response.peers.len()),
+            Err(e) => Err(in_brief(e)),
+        };
+        (reports.health.lock().unwrap_or_else(|e| e.into_inner())).insert(url.clone(), said);
         let wait = match result {
             Ok(response) => {
                 registered = true;
@@ -405,7 +435,7 @@ async fn announce_loop(
                 tracing::debug!(%url, peers = response.peers.len(), "announced");
                 if !response.peers.is_empty() {
                     tokio::select! {
-                        sent = peers_out.send(response.peers) => if sent.is_err() { break },
+                        sent = reports.peers.send(response.peers) => if sent.is_err() { break },
                         _ = stopped(&mut stop) => break,
                     }
                 }

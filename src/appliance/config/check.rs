@@ -258,6 +258,13 @@ pub struct Checked {
 
 /// Check config text; never panics, whatever the input.
 pub fn check_str(text: &str) -> Checked {
+    check_str_with(text, &|_| None)
+}
+
+/// [`check_str`], and the target latency against the window of the stream's torrent, when
+/// `window_of` can tell it (the torrent is a readable file): the rule the receiver applies
+/// once it has the torrent.
+pub fn check_str_with(text: &str, window_of: &dyn Fn(&Config) -> Option<u32>) -> Checked {
     let mut c = Checker2 {
         text,
         errors: Vec::new(),
@@ -308,6 +315,14 @@ pub fn check_str(text: &str) -> Checked {
             continue;
         }
         c.push(locate(&root, &key), &key, msg);
+    }
+    const LATENCY_KEY: &str = "stream.target_latency_ms";
+    if !c.errors.iter().any(|e| e.key == LATENCY_KEY)
+        && let Some(window) = window_of(&config)
+        && let Err(msg) =
+            crate::settings::latency(u64::from(config.stream.target_latency_ms), window)
+    {
+        c.push(locate(&root, LATENCY_KEY), LATENCY_KEY, msg);
     }
     c.errors.sort_by_key(|e| (e.line == 0, e.line, e.column));
     Checked {

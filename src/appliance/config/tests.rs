@@ -55,14 +55,45 @@ fn shipped_example_uncommented_rgb_variant_parses() {
 #[test]
 fn minimal_config_gets_defaults() {
     let cfg = parse_str(
-        "[stream]\nsource = \"magnet:?xt=urn:btih:0123\"\n",
+        "[stream]\nsource = \"http://venue.example/e.torrent\"\n",
         Path::new("x"),
     )
     .unwrap();
     assert_eq!(cfg.stream.target_latency_ms, 2000);
     assert_eq!(cfg.log_level, "info");
     assert_eq!(cfg.leds.backend, LedBackendKind::Auto);
-    assert!(matches!(cfg.stream_source(), Some(StreamSource::Magnet(_))));
+    assert!(matches!(
+        cfg.stream_source(),
+        Some(StreamSource::TorrentUrl(_))
+    ));
+}
+
+/// What the receiver cannot use at run time is refused when the file is checked.
+#[test]
+fn magnet_and_https_sources_are_refused_up_front() {
+    for (source, why) in [
+        (
+            "magnet:?xt=urn:btih:0123",
+            "magnet links are not supported yet",
+        ),
+        (
+            "https://venue.example/e.torrent",
+            "https is not supported yet",
+        ),
+    ] {
+        let errs = errors(&format!("[stream]\nsource = \"{source}\"\n"));
+        let e = find(&errs, "stream.source");
+        assert_eq!((e.line, e.column), (2, 10));
+        assert!(
+            e.message.contains(source) && e.message.contains(why),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .contains("expected a .torrent file path or an http:// URL")
+        );
+    }
 }
 
 #[test]

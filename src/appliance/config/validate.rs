@@ -29,7 +29,7 @@ impl Config {
         match &self.stream.source {
             None => err(
                 "stream.source",
-                "is missing; expected a .torrent path, an http(s) URL or a magnet link".into(),
+                format!("is missing; {}", super::SOURCE_EXPECTED),
             ),
             Some(s) => {
                 if let Err(e) = StreamSource::parse(s) {
@@ -60,20 +60,8 @@ impl Config {
             }
         }
         for (i, t) in self.network.trackers.iter().enumerate() {
-            match url::Url::parse(t) {
-                // The tracker client speaks plain HTTP (no TLS, no BEP 15 UDP).
-                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
-                Ok(u) => err(
-                    &format!("network.trackers[{i}]"),
-                    format!(
-                        "`{t}` has scheme `{}` or no host; expected an http:// tracker URL (https and udp trackers are not supported)",
-                        u.scheme()
-                    ),
-                ),
-                Err(e) => err(
-                    &format!("network.trackers[{i}]"),
-                    format!("`{t}` is not a URL ({e})"),
-                ),
+            if let Err(e) = crate::settings::tracker_url(t) {
+                err(&format!("network.trackers[{i}]"), e);
             }
         }
         if let Some(c) = &self.video.connector {

@@ -413,6 +413,7 @@ async fn announcers_find_each_other_and_stop_deregisters() {
             tx,
             stop_rx,
             timing,
+            Health::default(),
         ));
         (rx, stop_tx, task)
     };
