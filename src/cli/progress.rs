@@ -62,7 +62,7 @@ impl Watch {
     /// Judges one status; call it with each status the node publishes.
     pub fn observe(&mut self, now: Instant, st: &NodeStatus) -> Verdict {
         let s = &st.swarm;
-        if s.newest_seq.is_some() {
+        if s.newest_seq.is_some() || s.told_seq.is_some() {
             self.first_piece_at.get_or_insert(now);
         }
         let latency_ms = self.latency.as_millis();
@@ -152,6 +152,7 @@ mod tests {
             infohash: String::new(),
             peers,
             newest_seq: newest,
+            told_seq: None,
             hook_seq: None,
             output_seq: None,
             output_timestamp_us: None,
@@ -165,6 +166,9 @@ mod tests {
             bytes_up: 0,
             duplicates: 0,
             request_timeouts: 0,
+            requests_refused: 0,
+            claims_refused: 0,
+            peers_benched: 0,
             peers_banned: 0,
             startup_ms: None,
             output_span_ms: None,

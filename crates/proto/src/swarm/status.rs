@@ -45,6 +45,9 @@ pub struct SwarmStatus {
     pub infohash: String,
     pub peers: usize,
     pub newest_seq: Option<u64>,
+    /// The newest piece as the connected peers tell it (see `PeerTable::told_edge`): a hint,
+    /// not verified, for saying whether pieces are being announced at all.
+    pub told_seq: Option<u64>,
     pub hook_seq: Option<u64>,
     pub output_seq: Option<u64>,
     /// Injector timestamp of the newest piece output (for `lag_ms`).
@@ -87,6 +90,7 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         infohash: s.config.info_hash.hex(),
         peers: s.peers.values().filter(|p| p.is_active()).count(),
         newest_seq: newest,
+        told_seq: s.peers.told_edge(s.now),
         hook_seq: playout.and_then(|p| p.hook_seq()).or(seed_from),
         output_seq: playout.and_then(|p| p.last_output.map(|(seq, _)| seq)),
         output_timestamp_us: playout.and_then(|p| p.last_output.map(|(_, ts)| ts)),
