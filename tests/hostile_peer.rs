@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{final_status, nordlys};
@@ -127,7 +127,7 @@ async fn forged_piece_is_not_output_and_its_sender_is_banned() {
     let dir = tempfile::tempdir().unwrap();
     let (key, torrent) = common::make_event(dir.path(), None);
     let ih = LiveTorrent::read(&torrent).unwrap().info_hash;
-    let inj_port = common::free_port();
+    let inj_out = dir.path().join("inj.out");
     let mut injector = Command::new(nordlys())
         .args([
             "inject",
@@ -137,17 +137,19 @@ async fn forged_piece_is_not_output_and_its_sender_is_banned() {
             key.to_str().unwrap(),
         ])
         .args(["--input", input.to_str().unwrap(), "--linger", "3"])
-        .args(["--listen", &format!("127.0.0.1:{inj_port}")])
-        .stdout(Stdio::null())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::fs::File::create(&inj_out).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let inj_addr: std::net::SocketAddr = ([127, 0, 0, 1], inj_port).into();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(inj_addr).await.is_err() {
-        assert!(Instant::now() < deadline, "injector did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The port the kernel picked, printed once the injector listens.
+    let inj_addr = common::wait_printed_addr(
+        &mut injector,
+        &inj_out,
+        "injecting on ",
+        "",
+        Duration::from_secs(10),
+    );
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(listen_to_injector(inj_addr, ih, tx));
     let hostile = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,7 +10,10 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::opentracker::OpenTracker;
-use common::{final_status, http_status, media, nordlys, peak_rss_kib};
+use common::{
+    final_status, http_status, media, nordlys, peak_rss_kib, status_port, wait_status,
+    wait_status_port,
+};
 
 const RECEIVERS: usize = 8;
 const SEEDS: usize = 2;
@@ -46,15 +49,12 @@ fn spawn(args: &[String], dir: &Path, name: &str, output: Option<PathBuf>) -> No
 impl Node {
     /// The status port, once the node has printed `status on http://ADDR/status`.
     fn status_port(&self) -> Option<u16> {
-        let out = std::fs::read_to_string(&self.stdout).ok()?;
-        let addr = out
-            .lines()
-            .find_map(|l| l.strip_prefix("status on http://"))?;
-        addr.strip_suffix("/status")?
-            .rsplit(':')
-            .next()?
-            .parse()
-            .ok()
+        status_port(&self.stdout)
+    }
+
+    /// As `status_port`, waiting for it.
+    fn wait_status_port(&mut self) -> u16 {
+        wait_status_port(&mut self.child, &self.stdout)
     }
 }
 
@@ -91,7 +91,6 @@ fn run_swarm(
             "127.0.0.1:0".into(),
         ]
     };
-    let started = Instant::now();
     let mut inj_args = base("inject");
     inj_args.extend([
         "--key".into(),
@@ -107,10 +106,20 @@ fn run_swarm(
     let mut seeds: Vec<Node> = (0..SEEDS)
         .map(|i| spawn(&base("seed"), dir, &format!("seed{i}-{latency}"), None))
         .collect();
-    // The scenario: receivers join 3 s after the injector started.
-    std::thread::sleep(
-        (started + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
-    );
+    // The scenario: receivers join a stream 3 s under way, once the seeds have joined it.
+    // The injector reads its input at the stream's own rate, so 3 s of stream have been
+    // injected when it has read 3/20 of the 20 s file.
+    let input_len = std::fs::metadata(input).unwrap().len();
+    let inj_status = injector.wait_status_port();
+    wait_status(inj_status, Duration::from_secs(30), "3 s of stream", |s| {
+        s["bytes_in"].as_u64().unwrap_or(0) * 20 >= input_len * 3 && s["newest_seq"].is_u64()
+    });
+    for s in seeds.iter_mut() {
+        let port = s.wait_status_port();
+        wait_status(port, Duration::from_secs(30), "a seed in the swarm", |s| {
+            s["newest_seq"].is_u64()
+        });
+    }
     let mut receivers: Vec<Node> = (0..RECEIVERS)
         .map(|i| {
             let out = dir.join(format!("out{i}-{latency}.ts"));

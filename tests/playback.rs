@@ -5,10 +5,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{final_status, free_port, http_status, make_event, nordlys};
+use common::{
+    final_status, http_status, make_event, nordlys, wait_printed_addr, wait_status,
+    wait_status_port,
+};
 use nordlys::test_media::{Spec, png_summary, ts_file};
 
 /// Each of these tests decodes 720p in real time and counts frames or times a restart: run
@@ -18,7 +21,9 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Proc(Child);
+/// A `nordlys` process, killed when dropped; its stdout (where it prints the addresses it
+/// listens on) goes to `stdout`.
+struct Proc(Child, PathBuf);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -27,14 +32,24 @@ impl Drop for Proc {
     }
 }
 
+impl Proc {
+    /// The port of its status endpoint (started with `--status-addr 127.0.0.1:0`).
+    fn status_port(&mut self) -> u16 {
+        wait_status_port(&mut self.0, &self.1)
+    }
+}
+
+/// Starts `nordlys args`, stderr to `log` and stdout to `log` with the extension `out`.
 fn start(args: &[String], log: &Path) -> Proc {
+    let stdout = log.with_extension("out");
     Proc(
         Command::new(nordlys())
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("start nordlys"),
+        stdout,
     )
 }
 
@@ -44,12 +59,18 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 /// Key, torrent and a running built-in tracker in `dir`.
 fn event(dir: &Path) -> (PathBuf, PathBuf, Proc) {
-    let port = free_port();
-    let tracker = start(
-        &strings(&["tracker", "--listen", &format!("127.0.0.1:{port}")]),
+    let mut tracker = start(
+        &strings(&["tracker", "--listen", "127.0.0.1:0"]),
         &dir.join("tracker.log"),
     );
-    let url = format!("http://127.0.0.1:{port}/announce");
+    let addr = wait_printed_addr(
+        &mut tracker.0,
+        &tracker.1,
+        "tracker on http://",
+        "/announce",
+        Duration::from_secs(15),
+    );
+    let url = format!("http://{addr}/announce");
     let (key, torrent) = make_event(dir, Some(&url));
     (key, torrent, tracker)
 }
@@ -68,12 +89,15 @@ fn injector(key: &Path, torrent: &Path, input: &Path, log: &Path) -> Proc {
             "127.0.0.1:0",
             "--linger",
             "3",
+            "--status-addr",
+            "127.0.0.1:0",
         ]),
         log,
     )
 }
 
-fn receiver(torrent: &Path, status_port: u16, extra: &[&str], log: &Path) -> Proc {
+/// A receiver with fake sinks and a status endpoint on a port the kernel picks.
+fn receiver(torrent: &Path, extra: &[&str], log: &Path) -> Proc {
     let mut args = strings(&[
         "receive",
         "--torrent",
@@ -87,31 +111,10 @@ fn receiver(torrent: &Path, status_port: u16, extra: &[&str], log: &Path) -> Pro
         "--latency",
         "1000",
         "--status-addr",
-        &format!("127.0.0.1:{status_port}"),
+        "127.0.0.1:0",
     ]);
     args.extend(strings(extra));
     start(&args, log)
-}
-
-/// Polls the status endpoint until `pred` holds; returns that status.
-fn wait_status(
-    port: u16,
-    limit: Duration,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(st) = http_status(port) {
-            if pred(&st) {
-                return st;
-            }
-            last = Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}; last status {last:#?}");
 }
 
 fn wait_exit(p: &mut Proc, limit: Duration, log: &Path) -> serde_json::Value {
@@ -136,12 +139,19 @@ fn plays(codec: &'static str) {
     let d = dir.path();
     let input = ts_file(Spec::new(codec, 1280, 720, 10));
     let (key, torrent, _tracker) = event(d);
-    let _inj = injector(&key, &torrent, &input, &d.join("inj.log"));
-    // Join a stream already under way.
-    std::thread::sleep(Duration::from_secs(3));
-    let port = free_port();
+    let mut inj = injector(&key, &torrent, &input, &d.join("inj.log"));
+    // Join a stream 3 s under way: the injector reads its input at the stream's own rate,
+    // so it has injected 3 s when it has read 3/10 of the 10 s file.
+    let input_len = std::fs::metadata(&input).unwrap().len();
+    wait_status(
+        inj.status_port(),
+        Duration::from_secs(30),
+        "3 s of stream",
+        |s| s["bytes_in"].as_u64().unwrap_or(0) * 10 >= input_len * 3 && s["newest_seq"].is_u64(),
+    );
     let log = d.join("recv.log");
-    let mut recv = receiver(&torrent, port, &[], &log);
+    let mut recv = receiver(&torrent, &[], &log);
+    let port = recv.status_port();
     let playing = wait_status(port, Duration::from_secs(10), "the first frame", |s| {
         s["frames_rendered"].as_u64() > Some(0)
     });
@@ -199,11 +209,9 @@ fn injector_restart_brings_the_picture_back_and_snapshots_show_what_is_on_screen
     let input = ts_file(Spec::new("h264", 1280, 720, 30));
     let (key, torrent, _tracker) = event(d);
     let mut inj = injector(&key, &torrent, &input, &d.join("inj1.log"));
-    let port = free_port();
     let snap = d.join("screen.png");
-    let _recv = receiver(
+    let mut recv = receiver(
         &torrent,
-        port,
         &[
             "--snapshot",
             snap.to_str().unwrap(),
@@ -212,6 +220,7 @@ fn injector_restart_brings_the_picture_back_and_snapshots_show_what_is_on_screen
         ],
         &d.join("recv.log"),
     );
+    let port = recv.status_port();
     wait_status(port, Duration::from_secs(15), "playing", |s| {
         s["state"] == "playing" && s["showing"] == "picture"
     });

@@ -1,4 +1,4 @@
-//! Starts a real opentracker on a free loopback port for integration tests.
+//! Starts a real opentracker on a loopback port the kernel picks, for integration tests.
 //!
 //! Debian's `opentracker` is the whitelist build: it refuses every infohash not listed in the
 //! file named by `access.whitelist`. We write that file and a config into a temporary directory
@@ -8,10 +8,12 @@
 //! /usr/bin/opentracker -f DIR/opentracker.conf
 //!
 //! # DIR/opentracker.conf
-//! listen.tcp 127.0.0.1:PORT
+//! listen.tcp 127.0.0.1:0
 //! access.whitelist DIR/whitelist
 //! ```
 //!
+//! Port 0 lets the kernel pick a free port as opentracker binds it; opentracker does not print
+//! it, so it is read back from `/proc` (the listening socket among the process's descriptors).
 //! With only `listen.tcp` given it binds no UDP port (so parallel instances do not clash on the
 //! default 6969). Started as root it switches to user `nobody`, so the directory and files are
 //! made world-readable. The whitelist is loaded by a worker thread, possibly after the socket
@@ -20,7 +22,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,19 +52,10 @@ impl OpenTracker {
                 "not a hex infohash: {h:?}"
             );
         }
-        let mut last_error = String::new();
-        // A port found free can be taken before opentracker binds it; try a few.
-        for _ in 0..5 {
-            match Self::try_start(infohashes) {
-                Ok(t) => return t,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("opentracker did not start: {last_error}");
+        Self::try_start(infohashes).unwrap_or_else(|e| panic!("opentracker did not start: {e}"))
     }
 
     fn try_start(infohashes: &[String]) -> Result<Self, String> {
-        let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("opentracker-")
             .tempdir()
@@ -81,7 +74,7 @@ impl OpenTracker {
         std::fs::write(
             &config,
             format!(
-                "listen.tcp 127.0.0.1:{port}\naccess.whitelist {}\n",
+                "listen.tcp 127.0.0.1:0\naccess.whitelist {}\n",
                 whitelist.display()
             ),
         )
@@ -97,7 +90,12 @@ impl OpenTracker {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("spawning {OPENTRACKER}: {e}"))?;
-        let mut tracker = OpenTracker { port, child, dir };
+        let mut tracker = OpenTracker {
+            port: 0,
+            child,
+            dir,
+        };
+        tracker.port = tracker.wait_listening()?;
         tracker.wait_ready(infohashes.first())?;
         Ok(tracker)
     }
@@ -112,6 +110,26 @@ impl OpenTracker {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// The port the kernel gave opentracker's listening socket, once it has one.
+    fn wait_listening(&mut self) -> Result<u16, String> {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("opentracker exited with {status}: {}", self.log()));
+            }
+            if let Some(&port) = super::listening_ports(self.child.id()).first() {
+                return Ok(port);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "opentracker listened on no port within {START_DEADLINE:?}; log: {}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_ready(&mut self, probe_hash: Option<&String>) -> Result<(), String> {
@@ -170,13 +188,6 @@ impl Drop for OpenTracker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 fn probe_query(hex_hash: &str, event: &str) -> String {
