@@ -276,6 +276,7 @@ fn concert_swarm_over_opentracker() {
         "concert",
         "--tracker",
         &url,
+        "--force", // the same torrent, now naming the tracker
         "--out",
         torrent.to_str().unwrap(),
     ]);
