@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::opentracker::OpenTracker;
+use common::raw::read_msg;
 use common::{final_status, nordlys};
 use ed25519_dalek::SigningKey;
 use nordlys::piece::{FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
@@ -48,23 +49,6 @@ enum Kind {
 #[derive(Default)]
 struct Tally {
     bad_pieces_sent: AtomicU64,
-}
-
-/// Reads the next message after the handshake; `None` when the connection ends.
-async fn read_msg(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Message> {
-    loop {
-        match wire::frame_len(buf, 1 << 22) {
-            Ok(n) => return wire::decode_frame(&buf.split_to(n).freeze()).ok(),
-            Err(wire::DecodeError::NeedMore) => {}
-            Err(_) => return None,
-        }
-        let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn encode(msg: &Message) -> BytesMut {

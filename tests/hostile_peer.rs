@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::raw::read_msg;
 use common::{final_status, nordlys};
 use ed25519_dalek::SigningKey;
 use nordlys::piece::{PieceHeader, SignedPiece};
@@ -17,23 +18,6 @@ use nordlys::torrent::{InfoHash, LiveTorrent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-/// Reads one message (after the handshake) from a stream.
-async fn read_msg(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Message> {
-    loop {
-        match wire::frame_len(buf, 1 << 20) {
-            Ok(n) => return wire::decode_frame(&buf.split_to(n).freeze()).ok(),
-            Err(wire::DecodeError::NeedMore) => {}
-            Err(_) => return None,
-        }
-        let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
 
 async fn greet(s: &mut TcpStream, ih: &InfoHash, id: u8, role: &str) -> Option<BytesMut> {
     let hs = Handshake {

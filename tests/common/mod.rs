@@ -3,6 +3,7 @@
 
 pub mod media;
 pub mod opentracker;
+pub mod raw;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
