@@ -144,13 +144,10 @@ fn concert_swarm_delivers_every_byte_and_the_swarm_carries_the_load() {
         "startup median {startup} ms, lag median {lag} ms, injector copies {:.2}",
         out.injector_copies
     );
-    assert!(startup <= 1500, "median startup {startup} ms");
-    assert!(lag <= 2500, "median lag {lag} ms");
-    assert!(
-        out.injector_copies <= 1.5,
-        "injector uploaded {:.2} copies",
-        out.injector_copies
-    );
+    // Seeded: the exact figures (2026-12-06); a change shows here and its commit explains it.
+    // The goals: startup <= 1.5 s, lag <= 2.5 s, the injector at most 1.5 copies.
+    let copies = (out.injector_copies * 100.0).round() / 100.0;
+    assert_eq!((startup, lag, copies), (497, 100, 1.03));
 }
 
 #[test]
@@ -161,8 +158,9 @@ fn low_latency_target_holds_continuity() {
         "startup median {startup} ms, lag median {lag} ms, injector copies {:.2}",
         out.injector_copies
     );
-    assert!(startup <= 1000, "median startup {startup} ms");
-    assert!(lag <= 800, "median lag {lag} ms");
+    // Seeded, exact (2026-12-06); the goals: startup <= 1 s, lag <= 0.8 s.
+    let copies = (out.injector_copies * 100.0).round() / 100.0;
+    assert_eq!((startup, lag, copies), (225, 100, 1.03));
 }
 
 #[test]

@@ -472,15 +472,25 @@ mod tests {
         let s = &r.summary;
         assert_eq!(s.receivers, 40);
         assert_eq!(s.never_started, 0, "{s:?}");
-        // Where it stands today (2026-12-03): half the crowd at 0.995 or better, the worst
-        // above 0.75; the goal of 99 % at 0.995 is ahead (see README, "At scale").
-        assert!(s.continuity_995 >= 0.5 && s.continuity_min >= 0.7, "{s:?}");
-        assert!(
-            s.origin_copies <= 2.0,
+        // Where it stands today (2026-12-06), exactly, as the run is seeded: a change in
+        // behaviour shows here as a changed figure, which its commit explains. 23 of 40 at
+        // 0.995 or better; the goal of 99 % is ahead (see README, "At scale").
+        assert_eq!((s.continuity_995 * 40.0).round(), 23.0, "{s:?}");
+        assert_eq!(
+            (s.continuity_min * 1e4).round(),
+            8068.0,
+            "worst continuity: {s:?}"
+        );
+        assert_eq!(
+            (s.startup_median_ms, s.delay_median_ms, s.events),
+            (Some(1124), Some(990), 167_361),
+            "{s:?}"
+        );
+        assert_eq!(
+            (s.origin_copies * 100.0).round(),
+            179.0,
             "the swarm, not the origin, carries it: {s:?}"
         );
-        assert!(s.delay_median_ms.unwrap() <= 2500, "{s:?}");
-        assert!(s.startup_median_ms.unwrap() <= 1500, "{s:?}");
         let left = r.peers.iter().filter(|p| p.left_s.is_some()).count();
         assert!(left > 0 && r.peers.iter().any(|p| !p.dialable));
     }

@@ -555,6 +555,72 @@ mod tests {
     }
 
     #[test]
+    fn standing_grows_with_deliveries_halves_with_failures_and_benches_for_longer_each_time() {
+        let t0 = Instant::now();
+        let mut st = Standing::default();
+        assert_eq!(st.request_window, INITIAL_REQUEST_WINDOW);
+        st.refused();
+        st.refused();
+        assert_eq!(st.request_window, 1, "halved, never below one");
+        st.delivered();
+        assert_eq!((st.request_window, st.delivered), (2, 1));
+        for _ in 0..10 {
+            st.delivered();
+        }
+        assert_eq!(st.request_window, MAX_REQUEST_WINDOW);
+        // 7 timeouts, a delivery: the count starts over.
+        for _ in 0..MAX_UNANSWERED - 1 {
+            assert!(!st.timed_out(t0));
+        }
+        st.delivered();
+        assert_eq!(st.unanswered, 0);
+        for _ in 0..MAX_UNANSWERED - 1 {
+            assert!(!st.timed_out(t0));
+        }
+        assert!(st.timed_out(t0), "the 8th in a row benches");
+        assert!(st.is_benched(t0 + BENCH_FIRST - Duration::from_millis(1)));
+        assert!(!st.is_benched(t0 + BENCH_FIRST));
+        let t1 = t0 + BENCH_FIRST;
+        for _ in 0..MAX_UNANSWERED {
+            st.timed_out(t1);
+        }
+        assert_eq!(
+            st.benched_until,
+            Some(t1 + 2 * BENCH_FIRST),
+            "twice as long"
+        );
+        for _ in 0..10 * MAX_UNANSWERED {
+            st.timed_out(t1);
+        }
+        assert_eq!(st.benched_until, Some(t1 + BENCH_MAX), "at most BENCH_MAX");
+        // Lies: 16 are forgiven, the 17th is not.
+        assert!(!st.lied(16));
+        assert!(st.lied(1));
+    }
+
+    #[test]
+    fn the_told_edge_is_the_highest_claim_that_more_than_a_third_reach() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        let newest = [100u64, 101, 102, 103, 1_000_000, 2_000_000];
+        for (i, &n) in newest.iter().enumerate() {
+            let mut p = Peer::new(SocketAddr::from(([10, 0, 0, i as u8], 1)), true, t0);
+            p.phase = Phase::Active;
+            let id = table.insert(p);
+            table.learn_haves(id, 0, [n - 1, n].into_iter());
+        }
+        // Six peers, two liars far ahead: the third highest is honest.
+        assert_eq!(table.told_edge(t0), Some(103));
+        // A benched peer's claims do not count: five left, one liar, the second highest.
+        let liar = table.ids()[5];
+        table.get_mut(liar).unwrap().standing.benched_until = Some(t0 + BENCH_FIRST);
+        assert_eq!(table.told_edge(t0), Some(103));
+        table.remove(table.ids()[4]);
+        assert_eq!(table.told_edge(t0), Some(102), "of four, one may lie");
+        assert_eq!(PeerTable::default().told_edge(t0), None);
+    }
+
+    #[test]
     fn an_active_peer_wakes_for_keepalive_and_queued_requests() {
         let t0 = Instant::now();
         let mut p = Peer::new("10.0.0.1:1".parse().unwrap(), true, t0);

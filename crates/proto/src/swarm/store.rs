@@ -257,3 +257,110 @@ impl Known {
         self.metas = self.metas.split_off(&seq);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const WINDOW_US: u64 = 30_000_000;
+
+    fn claim(seq: u64, timestamp_us: u64) -> HaveEntry {
+        HaveEntry {
+            seq,
+            timestamp_us,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn claims_never_move_the_edge_and_a_verified_piece_overrides_them() {
+        let t0 = Instant::now();
+        let mut k = Known::default();
+        k.learn(&claim(7, 999), t0);
+        assert_eq!(k.edge(), None);
+        assert_eq!(
+            k.horizon(t0, WINDOW_US),
+            None,
+            "nothing verified: no horizon yet"
+        );
+        assert!(!k.get(7).unwrap().verified);
+        k.confirm(7, 1_000, 1, t0 + Duration::from_millis(5));
+        let m = *k.get(7).unwrap();
+        assert_eq!((m.timestamp_us, m.flags, m.verified), (1_000, 1, true));
+        assert_eq!(m.first_heard, t0, "first heard when it was claimed");
+        let edge = k.edge().unwrap();
+        assert_eq!((edge.seq, edge.timestamp_us), (7, 1_000));
+        // A later claim of a verified piece changes nothing; an older piece does not move
+        // the edge back.
+        k.learn(&claim(7, 5), t0);
+        assert_eq!(k.get(7).unwrap().timestamp_us, 1_000);
+        k.confirm(3, 500, 0, t0);
+        assert_eq!(k.edge().unwrap().seq, 7);
+    }
+
+    #[test]
+    fn the_horizon_is_twice_the_rate_seen_over_the_window_and_the_time_since() {
+        let t0 = Instant::now();
+        let mut k = Known::default();
+        // 10 pieces a second, by the injector's clock, numbered from 1000.
+        for i in 0..=10u64 {
+            k.confirm(1000 + i, 5_000_000 + i * 100_000, 0, t0);
+        }
+        // Edge 1010 verified at t0; 30 s window: 2 x 10/s x 30 s = 600 pieces, plus 64.
+        // The clock bound (the edge's 6 s + 30 s, in ms: 36,000) is above it: numbers this
+        // small are not the injector's wall clock, and then the clock bound is loose.
+        assert_eq!(k.horizon(t0, WINDOW_US), Some(36_000 + 64));
+        let mut ms = Known::default();
+        let epoch = 1_700_000_000_000; // wall clock in ms, as the real injector numbers
+        for i in 0..=10u64 {
+            ms.confirm(epoch + i, epoch * 1000 + i * 100_000, 0, t0);
+        }
+        let by_rate = epoch + 10 + 600 + 64;
+        let by_clock = (epoch * 1000 + 1_000_000 + WINDOW_US) / 1000 + 64;
+        assert_eq!(ms.horizon(t0, WINDOW_US), Some(by_rate.max(by_clock)));
+        // Time passing widens it: 10 s more is 200 more pieces by the rate, 10,000 ms by the
+        // clock.
+        let later = ms.horizon(t0 + Duration::from_secs(10), WINDOW_US).unwrap();
+        assert_eq!(later, by_rate.max(by_clock) + 10_000);
+    }
+
+    #[test]
+    fn a_claim_nobody_makes_any_more_is_forgotten_unless_verified() {
+        let t0 = Instant::now();
+        let mut k = Known::default();
+        k.learn(&claim(5, 1), t0);
+        k.learn(&claim(6, 2), t0);
+        k.confirm(6, 2, 0, t0);
+        k.forget_claim(5);
+        k.forget_claim(6);
+        assert_eq!(k.get(5), None);
+        assert!(k.get(6).is_some_and(|m| m.verified));
+        assert_eq!(k.len(), 1);
+    }
+
+    #[test]
+    fn the_store_tells_the_time_per_piece_from_what_it_holds() {
+        use crate::piece::{PieceHeader, SignedPiece};
+        use crate::torrent::InfoHash;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let piece = |seq: u64| {
+            let header = PieceHeader {
+                seq,
+                epoch: 0,
+                timestamp_us: seq * 40_000,
+                flags: 0,
+                payload_len: 0,
+            };
+            SignedPiece::sign(&key, &InfoHash([0; 20]), header, &[0x47; 188])
+        };
+        let mut s = Store::new(WINDOW_US, 1 << 20);
+        s.insert(piece(10));
+        assert_eq!(s.piece_interval_us(), None, "one piece tells no rate");
+        s.insert(piece(20));
+        s.insert(piece(12));
+        assert_eq!(s.piece_interval_us(), Some(40_000));
+        assert_eq!(s.newest_before(20).map(|p| p.seq()), Some(12));
+        assert_eq!(s.newest_before(10).map(|p| p.seq()), None);
+    }
+}
