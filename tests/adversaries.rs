@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::opentracker::OpenTracker;
-use common::raw::read_msg;
+use common::raw::{greet, read_msg};
 use common::{final_status, nordlys};
 use ed25519_dalek::SigningKey;
 use nordlys::piece::{FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
-use nordlys::swarm::wire::{self, ExtHandshake, Handshake, HaveEntry, LiveMessage, Message, Role};
+use nordlys::swarm::wire::{self, HaveEntry, LiveMessage, Message, Role};
 use nordlys::test_media::{Spec, ts_file};
 use nordlys::torrent::{InfoHash, LiveTorrent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
@@ -77,34 +77,9 @@ async fn play(
     news: broadcast::Sender<Vec<HaveEntry>>,
 ) {
     let mut heard_elsewhere = news.subscribe();
-    let hs = Handshake {
-        extensions: true,
-        info_hash: ih.0,
-        peer_id: [id; 20],
-    };
-    let mut out = BytesMut::from(&hs.encode()[..]);
-    let ext = ExtHandshake {
-        live_id: Some(wire::OUR_LIVE_ID),
-        listen_port: None,
-        role: Some(Role::Receiver),
-        client: None,
-    };
-    wire::encode(&Message::ExtHandshake(ext), 0, &mut out);
-    for msg in [Message::Interested, Message::Unchoke] {
-        wire::encode(&msg, 0, &mut out);
-    }
-    if s.write_all(&out).await.is_err() {
+    let Some(mut buf) = greet(&mut s, &ih, id, Role::Receiver).await else {
         return;
-    }
-    let mut buf = BytesMut::new();
-    while buf.len() < wire::HANDSHAKE_LEN {
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk).await {
-            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return,
-        }
-    }
-    let _ = buf.split_to(wire::HANDSHAKE_LEN);
+    };
     // Pieces the honest peer told us of: seq -> timestamp.
     let mut heard: BTreeMap<u64, u64> = BTreeMap::new();
     let mut told_far = false;

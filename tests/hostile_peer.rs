@@ -8,46 +8,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::raw::read_msg;
+use common::raw::{greet, read_msg};
 use common::{final_status, nordlys};
 use ed25519_dalek::SigningKey;
 use nordlys::piece::{PieceHeader, SignedPiece};
-use nordlys::swarm::wire::{self, ExtHandshake, Handshake, LiveMessage, Message, Role};
+use nordlys::swarm::wire::{self, LiveMessage, Message, Role};
 use nordlys::test_media::{Spec, ts_file};
 use nordlys::torrent::{InfoHash, LiveTorrent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-async fn greet(s: &mut TcpStream, ih: &InfoHash, id: u8, role: &str) -> Option<BytesMut> {
-    let hs = Handshake {
-        extensions: true,
-        info_hash: ih.0,
-        peer_id: [id; 20],
-    };
-    let mut out = BytesMut::from(&hs.encode()[..]);
-    let ext = ExtHandshake {
-        live_id: Some(wire::OUR_LIVE_ID),
-        listen_port: None,
-        role: Role::from_name(role.as_bytes()),
-        client: None,
-    };
-    wire::encode(&Message::ExtHandshake(ext), 0, &mut out);
-    wire::encode(&Message::Interested, 0, &mut out);
-    wire::encode(&Message::Unchoke, 0, &mut out);
-    s.write_all(&out).await.ok()?;
-    let mut buf = BytesMut::new();
-    while buf.len() < wire::HANDSHAKE_LEN {
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let _ = buf.split_to(wire::HANDSHAKE_LEN);
-    Some(buf)
-}
 
 /// Learns piece announcements from the injector and hands them on.
 async fn listen_to_injector(
@@ -58,7 +28,7 @@ async fn listen_to_injector(
     let Ok(mut s) = TcpStream::connect(addr).await else {
         return;
     };
-    let Some(mut buf) = greet(&mut s, &ih, 0xee, "seed").await else {
+    let Some(mut buf) = greet(&mut s, &ih, 0xee, Role::Seed).await else {
         return;
     };
     while let Some(msg) = read_msg(&mut s, &mut buf).await {
@@ -77,7 +47,7 @@ async fn serve_receiver(
 ) -> u32 {
     let forger = SigningKey::from_bytes(&[0x66; 32]);
     let (mut s, _) = listener.accept().await.unwrap();
-    let Some(mut buf) = greet(&mut s, &ih, 0xdd, "seed").await else {
+    let Some(mut buf) = greet(&mut s, &ih, 0xdd, Role::Seed).await else {
         return 0;
     };
     let mut forged = 0;

@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::swarm::wire;
+use crate::swarm::wire::{self, HaveEntry, LiveMessage, Message};
 
 /// What a hostile node does, besides running the protocol as an honest node would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -49,8 +49,8 @@ pub(super) enum PieceAction {
 }
 
 /// Future pieces a liar claims, and how far ahead its far-future claims start.
-pub(super) const LIAR_AHEAD: u64 = 30;
-pub(super) const LIAR_FAR: u64 = 1_000_000;
+const LIAR_AHEAD: u64 = 30;
+const LIAR_FAR: u64 = 1_000_000;
 
 /// Pieces a greedy node asks for each time it sends.
 pub(super) const GREEDY_ASKS: usize = 20;
@@ -128,4 +128,33 @@ fn flip(data: Bytes, at: &[usize]) -> Bytes {
         }
     }
     buf.freeze()
+}
+
+/// What a liar adds on one connection, the newest piece made being `newest`: claims of the
+/// pieces after it not claimed there yet, as keyframes stamped `now_us`; and the first time, a
+/// maximum-size HAVE of pieces a million numbers ahead. Empty when there is nothing new.
+pub(super) fn liar_haves(state: &mut Forging, newest: u64, now_us: u64) -> Bytes {
+    let claim = |seq| HaveEntry {
+        seq,
+        timestamp_us: now_us,
+        flags: crate::piece::FLAG_RANDOM_ACCESS,
+    };
+    let mut entries: Vec<HaveEntry> = (newest + 1..=newest + LIAR_AHEAD)
+        .filter(|&seq| seq > state.claimed_upto)
+        .map(claim)
+        .collect();
+    if !std::mem::replace(&mut state.told_far, true) {
+        let far = newest + LIAR_FAR;
+        entries.extend((far..far + wire::MAX_HAVE_ENTRIES as u64).map(claim));
+    }
+    state.claimed_upto = state.claimed_upto.max(newest + LIAR_AHEAD);
+    let mut lies = BytesMut::new();
+    for chunk in entries.chunks(wire::MAX_HAVE_ENTRIES) {
+        let have = LiveMessage::Have {
+            window_start: 0,
+            entries: chunk.to_vec(),
+        };
+        wire::encode(&Message::Live(have), wire::OUR_LIVE_ID, &mut lies);
+    }
+    lies.freeze()
 }

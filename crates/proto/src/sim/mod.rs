@@ -29,14 +29,14 @@ use crate::swarm::{
     Config, Delivery, Direction, Input, Output, PeerId, Role, Swarm, SwarmStatus, wire,
 };
 use crate::torrent::InfoHash;
-use crate::wire::{HaveEntry, LiveMessage, Message};
+use crate::wire::{LiveMessage, Message};
 
 mod hostile;
 pub mod scenario;
 mod synthetic;
 
 pub use hostile::Hostile;
-use hostile::{Forging, GREEDY_ASKS, LIAR_AHEAD, LIAR_FAR, walk_frames};
+use hostile::{Forging, GREEDY_ASKS, liar_haves, walk_frames};
 pub use synthetic::SyntheticTs;
 
 pub type NodeId = usize;
@@ -653,30 +653,9 @@ impl Sim {
         };
         let now_us = self.wall_us();
         let state = self.nodes[i].forging.entry(peer).or_default();
-        let claim = |seq| HaveEntry {
-            seq,
-            timestamp_us: now_us,
-            flags: crate::piece::FLAG_RANDOM_ACCESS,
-        };
-        let mut entries: Vec<HaveEntry> = (newest + 1..=newest + LIAR_AHEAD)
-            .filter(|&seq| seq > state.claimed_upto)
-            .map(claim)
-            .collect();
-        if !std::mem::replace(&mut state.told_far, true) {
-            let far = newest + LIAR_FAR;
-            entries.extend((far..far + wire::MAX_HAVE_ENTRIES as u64).map(claim));
-        }
-        state.claimed_upto = state.claimed_upto.max(newest + LIAR_AHEAD);
-        let mut lies = BytesMut::new();
-        for chunk in entries.chunks(wire::MAX_HAVE_ENTRIES) {
-            let have = LiveMessage::Have {
-                window_start: 0,
-                entries: chunk.to_vec(),
-            };
-            wire::encode(&Message::Live(have), wire::OUR_LIVE_ID, &mut lies);
-        }
+        let lies = liar_haves(state, newest, now_us);
         if !lies.is_empty() {
-            self.send(i, peer, j, remote, lies.freeze());
+            self.send(i, peer, j, remote, lies);
         }
     }
 

@@ -86,8 +86,6 @@ pub struct Standing {
     pub benches: u32,
     /// Claims of pieces beyond the horizon.
     pub implausible: u32,
-    /// Verified pieces it delivered.
-    pub delivered: u64,
 }
 
 impl Default for Standing {
@@ -98,7 +96,6 @@ impl Default for Standing {
             benched_until: None,
             benches: 0,
             implausible: 0,
-            delivered: 0,
         }
     }
 }
@@ -106,7 +103,6 @@ impl Default for Standing {
 impl Standing {
     /// A request was answered with a verified piece.
     pub fn delivered(&mut self) {
-        self.delivered += 1;
         self.unanswered = 0;
         self.request_window = (self.request_window + 1).min(MAX_REQUEST_WINDOW);
     }
@@ -563,7 +559,7 @@ mod tests {
         st.refused();
         assert_eq!(st.request_window, 1, "halved, never below one");
         st.delivered();
-        assert_eq!((st.request_window, st.delivered), (2, 1));
+        assert_eq!(st.request_window, 2);
         for _ in 0..10 {
             st.delivered();
         }
