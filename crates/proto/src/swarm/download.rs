@@ -221,3 +221,204 @@ impl Swarm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::fixtures::{
+        active_peer, config, key, peer_claims, piece, playing, sent_live,
+    };
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn seed(now: Instant, from: u64) -> Swarm {
+        let mut s = Swarm::new(config(Role::Seed, 0), now);
+        s.role = RoleState::Seed { from: Some(from) };
+        s
+    }
+
+    fn requests(s: &mut Swarm, id: PeerId) -> Vec<u64> {
+        (sent_live(s, id).into_iter())
+            .filter_map(|m| match m {
+                LiveMessage::Request { seq } => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_request_ends_only_for_the_peer_it_went_to_but_a_held_piece_ends_it_for_all() {
+        let mut d = Downloader::default();
+        d.inflight.insert(5, 1);
+        d.inflight.insert(6, 1);
+        d.ended(5, 2);
+        assert!(d.is_inflight(5), "peer 2 was not asked for 5");
+        assert!(d.wants_pick());
+        d.ended(5, 1);
+        assert!(!d.is_inflight(5));
+        d.done(6);
+        assert!(!d.is_inflight(6));
+    }
+
+    #[test]
+    fn each_peer_is_asked_for_at_most_its_request_window_and_never_twice_for_a_piece() {
+        let t0 = Instant::now();
+        let mut s = seed(t0, 1);
+        let (a, b) = (active_peer(&mut s, 1), active_peer(&mut s, 2));
+        peer_claims(&mut s, a, 1..=20);
+        peer_claims(&mut s, b, 1..=20);
+        s.request_pieces();
+        let (mut from_a, from_b) = (requests(&mut s, a), requests(&mut s, b));
+        assert_eq!(from_a.len(), peer::INITIAL_REQUEST_WINDOW);
+        assert_eq!(from_b.len(), peer::INITIAL_REQUEST_WINDOW);
+        from_a.extend(from_b);
+        from_a.sort();
+        assert_eq!(from_a, (1..=12).collect::<Vec<_>>(), "in order, each once");
+        assert_eq!(s.download.inflight.len(), 12);
+        assert!(!s.download.wants_pick());
+    }
+
+    #[test]
+    fn requests_in_flight_stop_at_max_inflight_however_many_peers_have_room() {
+        let t0 = Instant::now();
+        let mut s = seed(t0, 1);
+        for host in 1..=9 {
+            let id = active_peer(&mut s, host); // 9 x 6 of room
+            peer_claims(&mut s, id, 1..=100);
+        }
+        s.request_pieces();
+        assert_eq!(s.download.inflight.len(), picker::MAX_INFLIGHT);
+        assert!((1..=48).all(|seq| s.download.is_inflight(seq)));
+    }
+
+    #[test]
+    fn a_request_that_times_out_is_released_cancelled_and_costs_its_peer_standing() {
+        let t0 = Instant::now();
+        let mut s = seed(t0, 1);
+        let slow = active_peer(&mut s, 1);
+        peer_claims(&mut s, slow, 1..=3);
+        s.request_pieces();
+        assert_eq!(requests(&mut s, slow), vec![1, 2, 3]);
+        // No round trip measured: 4 x 100 ms.
+        let timeout = Duration::from_millis(400);
+        s.now = t0 + timeout - MS;
+        s.expire_requests(slow);
+        assert_eq!(s.peers.get(slow).unwrap().requested.len(), 3);
+
+        s.now = t0 + timeout;
+        s.expire_requests(slow);
+        let cancels: Vec<LiveMessage> = (1..=3).map(|seq| LiveMessage::Cancel { seq }).collect();
+        assert_eq!(sent_live(&mut s, slow), cancels);
+        let p = s.peers.get(slow).unwrap();
+        assert!(p.requested.is_empty());
+        assert!((1..=3).all(|seq| !s.download.is_inflight(seq) && p.refuses(seq, s.now)));
+        assert_eq!(
+            p.standing.request_window, 1,
+            "6 halved three times, at least one"
+        );
+        assert_eq!(p.standing.unanswered, 3);
+        assert_eq!(p.srtt_us, Some(800_000), "at least twice as slow as waited");
+        assert_eq!(s.stats.request_timeouts, 3);
+        // The pieces go to another holder; the slow peer is not asked for them again.
+        let other = active_peer(&mut s, 2);
+        peer_claims(&mut s, other, 1..=3);
+        s.request_pieces();
+        assert_eq!(requests(&mut s, other), vec![1, 2, 3]);
+        assert_eq!(requests(&mut s, slow), vec![]);
+    }
+
+    #[test]
+    fn a_delivered_piece_clears_its_request_and_widens_the_peers_window() {
+        let t0 = Instant::now();
+        let mut s = seed(t0, 1);
+        let id = active_peer(&mut s, 1);
+        s.peers.get_mut(id).unwrap().standing.request_window = 2;
+        peer_claims(&mut s, id, 1..=3);
+        s.request_pieces();
+        assert_eq!(requests(&mut s, id), vec![1, 2]);
+        let mut bytes = bytes::BytesMut::new();
+        let delivery = Message::Live(LiveMessage::Piece(piece(2, &key()).wire().clone()));
+        wire::encode(&delivery, wire::OUR_LIVE_ID, &mut bytes);
+        s.now = t0 + 30 * MS;
+        s.on_data(id, bytes.freeze());
+        let p = s.peers.get(id).unwrap();
+        assert_eq!(p.requested.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(p.standing.request_window, 3);
+        assert_eq!(p.srtt_us, Some(30_000));
+        assert!(s.store.contains(2) && !s.download.is_inflight(2));
+        assert!(s.download.wants_pick(), "room for another request");
+    }
+
+    #[test]
+    fn before_the_first_output_a_request_waits_at_most_a_quarter_of_the_latency() {
+        let t0 = Instant::now();
+        let mut c = config(Role::Receiver, 0);
+        c.latency = Duration::from_secs(2);
+        let mut s = Swarm::new(c, t0);
+        let id = active_peer(&mut s, 1);
+        s.peers.get_mut(id).unwrap().srtt_us = Some(1_000_000);
+        let p = s.peers.get(id).unwrap();
+        assert_eq!(s.request_timeout(p, 10, t0), Duration::from_millis(500));
+        // A seed has no start to make: four round trips, at most 2 s.
+        let seed = seed(t0, 1);
+        assert_eq!(seed.request_timeout(p, 10, t0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn after_the_first_output_a_request_waits_at_most_half_the_time_until_the_piece_is_due() {
+        let t0 = Instant::now();
+        let latency = Duration::from_millis(400);
+        let mut c = config(Role::Receiver, 0);
+        c.latency = latency;
+        let mut s = Swarm::new(c, t0);
+        let (playout, store, at) = playing(latency, 30, 36, t0);
+        s.role = RoleState::Receiver(playout);
+        s.store = store;
+        let id = active_peer(&mut s, 1);
+        let p = s.peers.get(id).unwrap();
+        // 37 is due 280 ms after 30 played.
+        assert_eq!(s.request_timeout(p, 37, at), Duration::from_millis(140));
+        // Never below 50 ms, even when the piece is due now.
+        assert_eq!(s.request_timeout(p, 37, at + 280 * MS), 50 * MS);
+    }
+
+    #[test]
+    fn a_seed_fetches_from_the_first_piece_it_lacks_past_its_backfill_start() {
+        let t0 = Instant::now();
+        let mut s = seed(t0, 5);
+        for seq in 5..=7 {
+            s.store.insert(piece(seq, &key()));
+        }
+        assert_eq!(s.fetch_from(), Some(8));
+        assert!(matches!(s.role, RoleState::Seed { from: Some(8) }));
+    }
+
+    #[test]
+    fn below_what_it_holds_a_seed_fetches_only_pieces_recent_enough_to_backfill() {
+        let t0 = Instant::now();
+        let mut s = seed(t0, 10);
+        for seq in 200..=202 {
+            s.store.insert(piece(seq, &key()));
+        }
+        let edge = piece(202, &key());
+        let h = edge.header();
+        s.known.confirm(202, h.timestamp_us, h.flags, t0);
+        // Piece 20 is 7.28 s older than the edge; piece 100 is 4.08 s older.
+        let id = active_peer(&mut s, 1);
+        peer_claims(&mut s, id, [20, 100]);
+        assert_eq!(s.fetch_from(), Some(100));
+    }
+
+    #[test]
+    fn a_receiver_fetches_from_its_cursor_and_the_injector_fetches_nothing() {
+        let t0 = Instant::now();
+        let mut s = Swarm::new(config(Role::Receiver, 0), t0);
+        assert_eq!(s.fetch_from(), None, "not hooked in");
+        let (playout, store, _) = playing(s.config.latency, 30, 80, t0);
+        s.role = RoleState::Receiver(playout);
+        s.store = store;
+        assert_eq!(s.fetch_from(), Some(81));
+        let mut injector = Swarm::new(config(Role::Injector, 1), t0);
+        assert_eq!(injector.fetch_from(), None);
+    }
+}

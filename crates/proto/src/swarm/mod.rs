@@ -632,4 +632,6 @@ fn send_piece(p: &mut Peer, piece: &SignedPiece) {
 }
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests;

@@ -327,3 +327,229 @@ impl Playout {
         self.due(cursor, store).filter(|&d| d > now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::piece::FLAG_RANDOM_ACCESS;
+    use crate::swarm::fixtures::{PIECE_US, have, hooked, key, piece, playing, store_of};
+    use crate::wire::HaveEntry;
+
+    /// Ten pieces of the test stream; the prebuffer is half of it, five pieces.
+    const LATENCY: Duration = Duration::from_millis(400);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn known_of(seqs: impl IntoIterator<Item = u64>, now: Instant) -> Known {
+        let mut known = Known::default();
+        for seq in seqs {
+            known.learn(&have(seq), now);
+        }
+        known
+    }
+
+    fn seqs_of(out: &[Delivery]) -> Vec<u64> {
+        (out.iter())
+            .filter_map(|d| match d {
+                Delivery::Data { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The player clock's time for piece `seq` of a stream that played `hook` at `at`.
+    fn plays_at(at: Instant, hook: u64, seq: u64) -> Instant {
+        at + Duration::from_micros((seq - hook) * PIECE_US)
+    }
+
+    #[test]
+    fn hook_in_gathers_then_takes_the_newest_keyframe_a_latency_behind_the_told_edge() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(LATENCY);
+        // Claims run to 60, but peers tell the edge at 45: what is past it does not count.
+        let known = known_of(0..=60, t0);
+        assert_eq!(p.try_hook(t0, &known, 45), None);
+        assert_eq!(p.hook_at(t0), Some(t0 + HOOK_GATHER));
+        assert_eq!(p.try_hook(t0 + HOOK_GATHER - MS, &known, 45), None);
+        // 45 - 10 pieces = 35; the newest keyframe at or before it is 30.
+        assert_eq!(p.try_hook(t0 + HOOK_GATHER, &known, 45), Some(30));
+        assert_eq!((p.cursor(), p.hook_seq()), (Some(30), Some(30)));
+        assert_eq!(
+            p.try_hook(t0 + HOOK_GATHER, &known, 60),
+            None,
+            "hooked in once"
+        );
+        assert_eq!(
+            p.due(30, &store_of([30])),
+            None,
+            "nothing is due before output"
+        );
+    }
+
+    #[test]
+    fn hook_in_waits_until_a_keyframe_is_a_whole_latency_behind_the_edge() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(LATENCY);
+        let mut known = known_of(5..=19, t0);
+        let later = t0 + HOOK_GATHER;
+        assert_eq!(p.try_hook(t0, &known, 19), None);
+        assert_eq!(
+            p.try_hook(later, &known, 19),
+            None,
+            "keyframe 10 is 9 pieces back"
+        );
+        known.learn(&have(20), later);
+        assert_eq!(
+            p.try_hook(later, &known, 20),
+            Some(10),
+            "exactly the latency back"
+        );
+    }
+
+    #[test]
+    fn the_first_output_waits_until_half_the_latency_after_the_hook_piece_is_held() {
+        let (mut p, at) = hooked(LATENCY, 30, Instant::now());
+        // The prebuffer is 200 ms, pieces 30..=35: held only once a piece past it is.
+        let mut store = store_of(30..=35);
+        assert_eq!(p.advance(at, &store), vec![]);
+        store.insert(piece(36, &key()));
+        assert_eq!(
+            seqs_of(&p.advance(at, &store)),
+            (30..=36).collect::<Vec<_>>()
+        );
+        assert_eq!(p.first_output_at, Some(at));
+        assert_eq!((p.on_time, p.late, p.missed), (7, 0, 0));
+    }
+
+    #[test]
+    fn a_prebuffer_that_does_not_fill_holds_the_start_back_at_most_prebuffer_wait_max() {
+        let (mut p, at) = hooked(LATENCY, 30, Instant::now());
+        let store = store_of([30, 31]); // 32 never comes
+        assert_eq!(p.hook_at(at), Some(at + PREBUFFER_WAIT_MAX));
+        assert_eq!(p.advance(at + PREBUFFER_WAIT_MAX - MS, &store), vec![]);
+        let out = p.advance(at + PREBUFFER_WAIT_MAX, &store);
+        assert_eq!(seqs_of(&out), vec![30, 31]);
+        assert_eq!(
+            p.cursor(),
+            Some(32),
+            "32 is not due yet: waited for, not skipped"
+        );
+    }
+
+    #[test]
+    fn a_hook_piece_that_turns_out_no_keyframe_starts_hook_in_over() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(LATENCY);
+        // A peer said 25 is a keyframe; the real keyframes are 10 and 20.
+        let mut known = known_of(0..=38, t0);
+        known.forget_claim(25);
+        let lie = HaveEntry {
+            flags: FLAG_RANDOM_ACCESS,
+            ..have(25)
+        };
+        known.learn(&lie, t0);
+        p.try_hook(t0, &known, 38);
+        let at = t0 + HOOK_GATHER;
+        assert_eq!(p.try_hook(at, &known, 38), Some(25));
+        let store = store_of(25..=40);
+        assert_eq!(
+            p.advance(at, &store),
+            vec![],
+            "nothing output from a non-keyframe"
+        );
+        assert_eq!(p.cursor(), None, "hooking in again");
+        // The piece now tells what it is (the core confirms every verified piece).
+        let h = *store.get(25).unwrap().header();
+        known.confirm(25, h.timestamp_us, h.flags, at);
+        assert_eq!(p.try_hook(at, &known, 38), None, "gathers again");
+        assert_eq!(p.try_hook(at + HOOK_GATHER, &known, 38), Some(20));
+    }
+
+    #[test]
+    fn a_hook_piece_not_obtained_within_rehook_after_is_given_up() {
+        let (mut p, at) = hooked(LATENCY, 30, Instant::now());
+        let empty = store_of([]);
+        assert_eq!(p.advance(at + PREBUFFER_WAIT_MAX, &empty), vec![]);
+        assert_eq!(p.hook_at(at + PREBUFFER_WAIT_MAX), Some(at + REHOOK_AFTER));
+        p.advance(at + REHOOK_AFTER - MS, &empty);
+        assert_eq!(p.cursor(), Some(30));
+        p.advance(at + REHOOK_AFTER, &empty);
+        assert_eq!(p.cursor(), None);
+    }
+
+    #[test]
+    fn a_rehook_after_output_marks_the_hole_with_an_empty_gap() {
+        let t0 = Instant::now();
+        let (mut p, mut store, _) = playing(LATENCY, 30, 36, t0);
+        p.rehook();
+        let known = known_of(50..=60, t0);
+        let later = t0 + Duration::from_secs(10);
+        p.try_hook(later, &known, 60);
+        assert_eq!(p.try_hook(later + HOOK_GATHER, &known, 60), Some(50));
+        for seq in 50..=56 {
+            store.insert(piece(seq, &key()));
+        }
+        let out = p.advance(later + HOOK_GATHER, &store);
+        let gap = Delivery::Gap {
+            next_seq: 50,
+            count: 0,
+        };
+        assert_eq!(out.first(), Some(&gap));
+        assert_eq!(seqs_of(&out), (50..=56).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_missing_piece_is_due_with_the_next_held_piece_or_a_piece_time_after_the_newest() {
+        let (p, mut store, at) = playing(LATENCY, 30, 36, Instant::now());
+        store.insert(piece(40, &key()));
+        // 37..=39 are missing: each is due no later than 40 is.
+        for seq in 37..=40 {
+            assert_eq!(p.due(seq, &store), Some(plays_at(at, 30, 40)), "{seq}");
+        }
+        // Past everything held: 40 ms per number after 40, the interval the store tells.
+        assert_eq!(p.due(43, &store), Some(plays_at(at, 30, 43)));
+        assert_eq!(p.next_deadline(at, &store), Some(plays_at(at, 30, 40)));
+    }
+
+    #[test]
+    fn a_piece_missing_at_its_deadline_is_skipped_and_counted_when_a_later_one_is_held() {
+        let (mut p, mut store, at) = playing(LATENCY, 30, 36, Instant::now());
+        store.insert(piece(38, &key()));
+        let deadline = plays_at(at, 30, 38);
+        assert_eq!(p.next_deadline(at, &store), Some(deadline));
+        assert_eq!(
+            p.advance(deadline - MS, &store),
+            vec![],
+            "waited for until due"
+        );
+        assert_eq!((p.cursor(), p.missed), (Some(37), 0));
+        let out = p.advance(deadline, &store);
+        let gap = Delivery::Gap {
+            next_seq: 38,
+            count: 1,
+        };
+        assert_eq!(out.first(), Some(&gap));
+        assert_eq!(seqs_of(&out), vec![38]);
+        assert_eq!((p.on_time, p.late, p.missed), (8, 0, 1));
+        assert_eq!(p.continuity(), 8.0 / 9.0);
+    }
+
+    #[test]
+    fn a_missing_piece_with_nothing_held_after_it_stalls_the_output_and_is_never_skipped() {
+        let (mut p, mut store, at) = playing(LATENCY, 30, 36, Instant::now());
+        let long_after = at + Duration::from_secs(5);
+        assert_eq!(p.advance(long_after, &store), vec![]);
+        assert!(p.is_stalled());
+        assert_eq!((p.cursor(), p.missed), (Some(37), 0));
+        assert_eq!(
+            p.next_deadline(long_after, &store),
+            None,
+            "waits for data, not a timer"
+        );
+        // It comes late: counted so, and the player clock starts again from it.
+        store.insert(piece(37, &key()));
+        assert_eq!(seqs_of(&p.advance(long_after, &store)), vec![37]);
+        assert!(!p.is_stalled());
+        assert_eq!((p.on_time, p.late), (7, 1));
+        assert_eq!(p.due(38, &store), Some(plays_at(long_after, 37, 38)));
+    }
+}

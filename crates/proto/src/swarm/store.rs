@@ -341,25 +341,14 @@ mod tests {
 
     #[test]
     fn the_store_tells_the_time_per_piece_from_what_it_holds() {
-        use crate::piece::{PieceHeader, SignedPiece};
-        use crate::torrent::InfoHash;
-        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-        let piece = |seq: u64| {
-            let header = PieceHeader {
-                seq,
-                epoch: 0,
-                timestamp_us: seq * 40_000,
-                flags: 0,
-                payload_len: 0,
-            };
-            SignedPiece::sign(&key, &InfoHash([0; 20]), header, &[0x47; 188])
-        };
+        use crate::swarm::fixtures::{PIECE_US, key, piece};
+        let piece = |seq| piece(seq, &key());
         let mut s = Store::new(WINDOW_US, 1 << 20);
         s.insert(piece(10));
         assert_eq!(s.piece_interval_us(), None, "one piece tells no rate");
         s.insert(piece(20));
         s.insert(piece(12));
-        assert_eq!(s.piece_interval_us(), Some(40_000));
+        assert_eq!(s.piece_interval_us(), Some(PIECE_US));
         assert_eq!(s.newest_before(20).map(|p| p.seq()), Some(12));
         assert_eq!(s.newest_before(10).map(|p| p.seq()), None);
     }

@@ -10,48 +10,10 @@ use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::fixtures::*;
 use super::*;
-use crate::piece::{FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
+use crate::piece::FLAG_RANDOM_ACCESS;
 use crate::wire::{Handshake, Message};
-
-const PAYLOAD: usize = 188 * 4;
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[9; 32])
-}
-
-fn info_hash() -> InfoHash {
-    InfoHash([3; 20])
-}
-
-fn config(role: Role, n: u8) -> Config {
-    let mut c = Config::new(role, info_hash(), key().verifying_key());
-    c.max_payload = PAYLOAD as u32;
-    c.peer_id = [b'a' + n; 20];
-    c.listen_port = Some(6881);
-    c.self_addrs = vec![addr(n, 6881)];
-    c.rng_seed = n as u64;
-    c
-}
-
-fn addr(host: u8, port: u16) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, host], port))
-}
-
-fn piece(seq: u64, key: &SigningKey) -> SignedPiece {
-    let header = PieceHeader {
-        seq,
-        epoch: 1,
-        timestamp_us: 1_000_000 + seq * 40_000,
-        flags: if seq.is_multiple_of(10) {
-            FLAG_RANDOM_ACCESS
-        } else {
-            0
-        },
-        payload_len: 0,
-    };
-    SignedPiece::sign(key, &info_hash(), header, &[0x47; PAYLOAD])
-}
 
 fn drain(s: &mut Swarm) -> Vec<Output> {
     std::iter::from_fn(|| s.poll_output()).collect()
@@ -83,10 +45,7 @@ impl Heard {
             self.handshake = Some(Handshake::decode(&self.buf).unwrap());
             let _ = self.buf.split_to(wire::HANDSHAKE_LEN);
         }
-        while let Ok(n) = wire::frame_len(&self.buf, 1 << 20) {
-            let frame = self.buf.split_to(n).freeze();
-            self.messages.push(wire::decode_frame(&frame).unwrap());
-        }
+        self.messages.extend(decode_frames(&mut self.buf));
     }
 
     fn requests(&self) -> Vec<u64> {

@@ -312,3 +312,192 @@ impl Swarm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::fixtures::{PAYLOAD, active_peer, config, key, piece, sent_live};
+
+    /// A seed holding pieces `0..=40` of the test stream.
+    fn seed_with_pieces(mut c: Config, now: Instant) -> Swarm {
+        c.role = Role::Seed;
+        let mut s = Swarm::new(c, now);
+        for seq in 0..=40 {
+            s.store.insert(piece(seq, &key()));
+        }
+        s
+    }
+
+    fn pieces_sent(s: &mut Swarm, id: PeerId) -> Vec<u64> {
+        (sent_live(s, id).into_iter())
+            .filter_map(|m| match m {
+                LiveMessage::Piece(wire) => {
+                    Some(SignedPiece::check_structure(&wire, 1 << 20).unwrap().seq)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn queued(s: &Swarm, id: PeerId) -> Vec<u64> {
+        s.peers
+            .get(id)
+            .unwrap()
+            .queue
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_request_for_a_piece_already_given_on_the_connection_is_refused_and_counted() {
+        let t0 = Instant::now();
+        let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
+        let (a, b) = (active_peer(&mut s, 1), active_peer(&mut s, 2));
+        s.on_request(a, 5);
+        s.serve_requests();
+        assert_eq!(pieces_sent(&mut s, a), vec![5]);
+        s.on_request(a, 5);
+        assert_eq!(sent_live(&mut s, a), vec![LiveMessage::Reject { seq: 5 }]);
+        assert_eq!(queued(&s, a), Vec::<u64>::new());
+        assert_eq!(s.peers.get(a).unwrap().repeated_requests, 1);
+        // Given is per connection: another peer gets the piece.
+        s.on_request(b, 5);
+        s.serve_requests();
+        assert_eq!(pieces_sent(&mut s, b), vec![5]);
+        // Past the repeats forgiven, the asker is banned.
+        for _ in 1..=peer::MAX_REPEATED_REQUESTS {
+            s.on_request(a, 5);
+        }
+        assert!(!s.peers.contains(a));
+        let banned = Output::Disconnect {
+            peer: a,
+            reason: DisconnectReason::RepeatedRequests {
+                repeats: peer::MAX_REPEATED_REQUESTS + 1,
+            },
+        };
+        assert!(s.outputs.contains(&banned));
+    }
+
+    #[test]
+    fn a_peer_has_at_most_max_queue_per_peer_requests_queued_and_each_piece_once() {
+        let t0 = Instant::now();
+        let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
+        let id = active_peer(&mut s, 1);
+        s.on_request(id, 0);
+        s.on_request(id, 0); // asked twice while queued: queued once
+        let full = MAX_QUEUE_PER_PEER as u64;
+        for seq in 1..full {
+            s.on_request(id, seq);
+        }
+        s.on_request(id, full);
+        assert_eq!(queued(&s, id), (0..full).collect::<Vec<_>>());
+        assert_eq!(
+            sent_live(&mut s, id),
+            vec![LiveMessage::Reject { seq: full }]
+        );
+        assert_eq!(s.peers.get(id).unwrap().repeated_requests, 0);
+    }
+
+    #[test]
+    #[ignore = "bug: on a full queue, a repeat of a queued request is refused, yet the piece \
+                stays queued and is sent after the Reject (below the bound the repeat is \
+                ignored): the capacity check comes before the already-queued check"]
+    fn a_repeated_request_for_a_piece_queued_in_a_full_queue_is_ignored_like_any_repeat() {
+        let t0 = Instant::now();
+        let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
+        let id = active_peer(&mut s, 1);
+        let full = MAX_QUEUE_PER_PEER as u64;
+        for seq in 0..full {
+            s.on_request(id, seq);
+        }
+        s.on_request(id, full - 1);
+        assert_eq!(
+            sent_live(&mut s, id),
+            vec![],
+            "no Reject for a piece about to be sent"
+        );
+        s.serve_requests();
+        assert_eq!(pieces_sent(&mut s, id), (0..full).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn requests_from_a_choked_peer_or_for_a_piece_not_held_are_refused() {
+        let t0 = Instant::now();
+        let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
+        let id = active_peer(&mut s, 1);
+        s.on_request(id, 41);
+        s.peers.get_mut(id).unwrap().am_choking = true;
+        s.on_request(id, 3);
+        let rejects = vec![
+            LiveMessage::Reject { seq: 41 },
+            LiveMessage::Reject { seq: 3 },
+        ];
+        assert_eq!(sent_live(&mut s, id), rejects);
+        assert!(queued(&s, id).is_empty() && s.upload.queued.is_empty());
+    }
+
+    #[test]
+    fn a_request_queued_for_max_queue_wait_is_refused_and_a_cancelled_one_dropped() {
+        let t0 = Instant::now();
+        let mut c = config(Role::Seed, 0);
+        c.upload_limit = Some(1); // nothing is served: requests wait in the queue
+        let mut s = seed_with_pieces(c, t0);
+        s.upload
+            .bucket
+            .as_mut()
+            .unwrap()
+            .try_take(PAYLOAD as u64, t0);
+        let id = active_peer(&mut s, 1);
+        for seq in [1, 2, 3] {
+            s.on_request(id, seq);
+        }
+        s.on_cancel(id, 2);
+        assert_eq!(queued(&s, id), vec![1, 3]);
+        s.now = t0 + peer::MAX_QUEUE_WAIT - Duration::from_millis(1);
+        s.expire_queue(id);
+        assert_eq!(queued(&s, id), vec![1, 3]);
+        s.now = t0 + peer::MAX_QUEUE_WAIT;
+        s.expire_queue(id);
+        assert!(queued(&s, id).is_empty() && s.upload.queued.is_empty());
+        let rejects = vec![
+            LiveMessage::Reject { seq: 1 },
+            LiveMessage::Reject { seq: 3 },
+        ];
+        assert_eq!(sent_live(&mut s, id), rejects);
+    }
+
+    #[test]
+    fn under_the_upload_limit_trusted_peers_are_served_first_then_the_others_in_turn() {
+        let t0 = Instant::now();
+        let mut c = config(Role::Seed, 0);
+        // A burst of one piece: each second lets exactly one more go.
+        c.upload_limit = Some(PAYLOAD as u64);
+        let mut s = seed_with_pieces(c, t0);
+        let (a, b, trusted) = (
+            active_peer(&mut s, 1),
+            active_peer(&mut s, 2),
+            active_peer(&mut s, 3),
+        );
+        s.peers.get_mut(trusted).unwrap().trusted = true;
+        for (id, seqs) in [(a, [1, 2]), (b, [3, 4]), (trusted, [5, 6])] {
+            for seq in seqs {
+                s.on_request(id, seq);
+            }
+        }
+        let mut order = Vec::new();
+        for second in 0..6 {
+            s.now = t0 + Duration::from_secs(second);
+            s.serve_requests();
+            // While requests wait, the limit says when the next may go.
+            let next_turn = s.timers.0[Timer::Upload as usize];
+            let waiting = !s.upload.queued.is_empty();
+            assert_eq!(next_turn.is_some_and(|at| at > s.now), waiting, "{second}");
+            for id in [a, b, trusted] {
+                order.extend(pieces_sent(&mut s, id).into_iter().map(|seq| (id, seq)));
+            }
+        }
+        let expected = [(trusted, 5), (trusted, 6), (a, 1), (b, 3), (a, 2), (b, 4)];
+        assert_eq!(order, expected);
+    }
+}
