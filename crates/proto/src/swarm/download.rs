@@ -316,7 +316,9 @@ mod tests {
             p.standing.request_window, 1,
             "6 halved three times, at least one"
         );
-        assert_eq!(p.standing.unanswered, 3);
+        // It never delivered: benched after the second, and the third starts a new count.
+        assert!(p.standing.is_benched(s.now));
+        assert_eq!(p.standing.unanswered, 1);
         assert_eq!(p.srtt_us, Some(800_000), "at least twice as slow as waited");
         assert_eq!(s.stats.request_timeouts, 3);
         // The pieces go to another holder; the slow peer is not asked for them again.

@@ -86,6 +86,8 @@ pub struct Standing {
     pub benches: u32,
     /// Claims of pieces beyond the horizon.
     pub implausible: u32,
+    /// It has delivered a verified piece on this connection.
+    pub proven: bool,
 }
 
 impl Default for Standing {
@@ -96,6 +98,7 @@ impl Default for Standing {
             benched_until: None,
             benches: 0,
             implausible: 0,
+            proven: false,
         }
     }
 }
@@ -103,6 +106,7 @@ impl Default for Standing {
 impl Standing {
     /// A request was answered with a verified piece.
     pub fn delivered(&mut self) {
+        self.proven = true;
         self.unanswered = 0;
         self.request_window = (self.request_window + 1).min(MAX_REQUEST_WINDOW);
     }
@@ -116,7 +120,12 @@ impl Standing {
     pub fn timed_out(&mut self, now: Instant) -> bool {
         self.refused();
         self.unanswered += 1;
-        if self.unanswered < MAX_UNANSWERED {
+        let allowed = if self.proven {
+            MAX_UNANSWERED
+        } else {
+            MAX_UNANSWERED_UNPROVEN
+        };
+        if self.unanswered < allowed {
             return false;
         }
         self.unanswered = 0;
@@ -204,6 +213,8 @@ pub const MAX_REQUEST_WINDOW: usize = 6;
 /// asked for a while: it claims pieces it does not deliver. The first such bench, and the
 /// longest (each doubles the one before).
 pub const MAX_UNANSWERED: u32 = 8;
+/// The same for a peer that has not delivered a piece yet: it has no record to lose.
+pub const MAX_UNANSWERED_UNPROVEN: u32 = 2;
 pub const BENCH_FIRST: Duration = Duration::from_secs(5);
 pub const BENCH_MAX: Duration = Duration::from_secs(120);
 /// Claims of pieces beyond the horizon a peer may make before it is banned. An honest peer
@@ -548,6 +559,24 @@ mod tests {
         assert_eq!(table.due(t0 + HANDSHAKE_TIMEOUT), vec![b]);
         let _ = table.iter_mut().count();
         assert_eq!(table.take_touched(), vec![b]);
+    }
+
+    #[test]
+    fn a_peer_that_never_delivered_is_benched_after_fewer_unanswered_requests() {
+        let t0 = Instant::now();
+        let mut st = Standing::default();
+        for _ in 0..MAX_UNANSWERED_UNPROVEN - 1 {
+            assert!(!st.timed_out(t0));
+        }
+        assert!(st.timed_out(t0), "it has no record to lose");
+        assert!(st.is_benched(t0));
+        // Once it delivers, it is given the longer rope.
+        let mut st = Standing::default();
+        st.delivered();
+        for _ in 0..MAX_UNANSWERED - 1 {
+            assert!(!st.timed_out(t0));
+        }
+        assert!(st.timed_out(t0));
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub(super) struct Uploader {
     bucket: Option<TokenBucket>,
     /// Peers with requests queued, so serving looks at just those.
     queued: BTreeSet<PeerId>,
-    /// Round-robin position among untrusted peers with queued requests.
+    /// Round-robin position among the untrusted peers with queued requests (see
+    /// `next_to_serve`).
     serve_turn: usize,
     rechokes: u32,
     optimistic: Option<PeerId>,
@@ -101,71 +102,77 @@ impl Swarm {
         }
     }
 
-    /// Sends queued pieces, trusted seedboxes first (what they get, they pass on to many),
-    /// then round-robin, as the upload limit allows.
+    /// Sends queued pieces as the upload limit allows: trusted seedboxes first (what they get,
+    /// they pass on to many), then the peers that have delivered pieces to us, then the rest,
+    /// in turn within each tier. Serving those that give first keeps a peer that only takes
+    /// (or claims and never delivers) from crowding out the peers that carry the swarm; it
+    /// gets what upload is left, as an honest peer without upload does.
     pub(super) fn serve_requests(&mut self) {
         self.timers.set(Timer::Upload, None);
-        if self.upload.queued.is_empty() {
-            return;
-        }
         let now = self.now;
-        let mut ids: Vec<PeerId> = self.upload.queued.iter().copied().collect();
-        ids.sort_by_key(|id| !self.peers.get(*id).is_some_and(|p| p.trusted));
-        let trusted = ids
-            .iter()
-            .take_while(|id| self.peers.get(**id).is_some_and(|p| p.trusted))
-            .count();
         loop {
-            let mut sent_any = false;
-            for i in 0..ids.len() {
-                let id = if i < trusted {
-                    ids[i]
-                } else {
-                    let others = ids.len() - trusted;
-                    ids[trusted + (self.upload.serve_turn + i - trusted) % others]
-                };
-                let Some(p) = self.peers.get_mut(id) else {
-                    continue;
-                };
-                let Some(&(seq, _)) = p.queue.front() else {
-                    self.upload.queued.remove(&id);
-                    continue;
-                };
-                let Some(piece) = self.store.get(seq) else {
-                    // Gone from the window since it was asked for.
-                    p.queue.pop_front();
-                    send_live(p, LiveMessage::Reject { seq });
-                    sent_any = true;
-                    continue;
-                };
-                let len = piece.header().payload_len as u64;
-                if let Some(bucket) = &mut self.upload.bucket
-                    && !bucket.try_take(len, now)
-                {
-                    self.timers
-                        .set(Timer::Upload, Some(bucket.ready_at(len, now)));
-                    return;
-                }
+            let Some(id) = self.next_to_serve() else {
+                return;
+            };
+            let p = self.peers.get_mut(id).unwrap();
+            let seq = p.queue.front().unwrap().0;
+            let Some(piece) = self.store.get(seq) else {
+                // Gone from the window since it was asked for.
                 p.queue.pop_front();
                 if p.queue.is_empty() {
                     self.upload.queued.remove(&id);
                 }
-                p.up_recent += len;
-                p.given.insert(seq);
-                send_piece(p, piece);
-                self.stats.bytes_up += len;
-                self.stats.pieces_sent += 1;
-                if i >= trusted {
-                    let others = ids.len() - trusted;
-                    self.upload.serve_turn = (self.upload.serve_turn + i - trusted + 1) % others;
-                }
-                sent_any = true;
-                break;
-            }
-            if !sent_any {
+                send_live(p, LiveMessage::Reject { seq });
+                continue;
+            };
+            let len = piece.header().payload_len as u64;
+            if let Some(bucket) = &mut self.upload.bucket
+                && !bucket.try_take(len, now)
+            {
+                self.timers
+                    .set(Timer::Upload, Some(bucket.ready_at(len, now)));
                 return;
             }
+            p.queue.pop_front();
+            if p.queue.is_empty() {
+                self.upload.queued.remove(&id);
+            }
+            p.up_recent += len;
+            p.given.insert(seq);
+            send_piece(p, piece);
+            self.stats.bytes_up += len;
+            self.stats.pieces_sent += 1;
+            if !p.trusted {
+                self.upload.serve_turn = self.upload.serve_turn.wrapping_add(1);
+            }
         }
+    }
+
+    /// The peer whose queued request goes next (see [`Swarm::serve_requests`]).
+    fn next_to_serve(&mut self) -> Option<PeerId> {
+        let mut tiers: [Vec<PeerId>; 3] = Default::default();
+        let queued: Vec<PeerId> = self.upload.queued.iter().copied().collect();
+        for id in queued {
+            match self.peers.get(id) {
+                Some(p) if !p.queue.is_empty() => {
+                    let tier = if p.trusted {
+                        0
+                    } else if p.standing.proven {
+                        1
+                    } else {
+                        2
+                    };
+                    tiers[tier].push(id);
+                }
+                _ => {
+                    self.upload.queued.remove(&id);
+                }
+            }
+        }
+        let turn = self.upload.serve_turn;
+        (tiers.iter())
+            .find(|t| !t.is_empty())
+            .map(|t| t[turn % t.len()])
     }
 
     pub(super) fn rechoke(&mut self) {
@@ -469,35 +476,67 @@ mod tests {
 
     #[test]
     fn under_the_upload_limit_trusted_peers_are_served_first_then_the_others_in_turn() {
+        let (a, b, trusted) = (0, 1, 2);
+        let order = serve_one_a_second(&[&[1, 2], &[3, 4], &[5, 6]], |s, ids| {
+            s.peers.get_mut(ids[trusted]).unwrap().trusted = true;
+        });
+        let expected = [(trusted, 5), (trusted, 6), (a, 1), (b, 3), (a, 2), (b, 4)];
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn peers_that_delivered_to_us_are_served_before_those_that_never_did() {
+        let (taker, giver, other_giver) = (0, 1, 2);
+        let order = serve_one_a_second(&[&[1, 2], &[3, 4], &[5]], |s, ids| {
+            for i in [giver, other_giver] {
+                s.peers.get_mut(ids[i]).unwrap().standing.delivered();
+            }
+        });
+        // The givers in turn, then what is left to the peer that only takes.
+        let expected = [
+            (giver, 3),
+            (other_giver, 5),
+            (giver, 4),
+            (taker, 1),
+            (taker, 2),
+        ];
+        assert_eq!(order, expected);
+    }
+
+    /// A seed with an upload limit of one piece a second, and one peer per entry of `asks`,
+    /// which asks for those pieces, all after `setup`: which peer (its index in `asks`) got
+    /// which piece, in order.
+    fn serve_one_a_second(
+        asks: &[&[u64]],
+        setup: impl FnOnce(&mut Swarm, &[PeerId]),
+    ) -> Vec<(usize, u64)> {
         let t0 = Instant::now();
         let mut c = config(Role::Seed, 0);
         // A burst of one piece: each second lets exactly one more go.
         c.upload_limit = Some(PAYLOAD as u64);
         let mut s = seed_with_pieces(c, t0);
-        let (a, b, trusted) = (
-            active_peer(&mut s, 1),
-            active_peer(&mut s, 2),
-            active_peer(&mut s, 3),
-        );
-        s.peers.get_mut(trusted).unwrap().trusted = true;
-        for (id, seqs) in [(a, [1, 2]), (b, [3, 4]), (trusted, [5, 6])] {
-            for seq in seqs {
+        let ids: Vec<PeerId> = (1..=asks.len() as u8)
+            .map(|host| active_peer(&mut s, host))
+            .collect();
+        setup(&mut s, &ids);
+        for (&id, seqs) in ids.iter().zip(asks) {
+            for &seq in *seqs {
                 s.on_request(id, seq);
             }
         }
         let mut order = Vec::new();
-        for second in 0..6 {
+        let pieces: usize = asks.iter().map(|seqs| seqs.len()).sum();
+        for second in 0..pieces as u64 {
             s.now = t0 + Duration::from_secs(second);
             s.serve_requests();
             // While requests wait, the limit says when the next may go.
             let next_turn = s.timers.0[Timer::Upload as usize];
             let waiting = !s.upload.queued.is_empty();
             assert_eq!(next_turn.is_some_and(|at| at > s.now), waiting, "{second}");
-            for id in [a, b, trusted] {
-                order.extend(pieces_sent(&mut s, id).into_iter().map(|seq| (id, seq)));
+            for (i, &id) in ids.iter().enumerate() {
+                order.extend(pieces_sent(&mut s, id).into_iter().map(|seq| (i, seq)));
             }
         }
-        let expected = [(trusted, 5), (trusted, 6), (a, 1), (b, 3), (a, 2), (b, 4)];
-        assert_eq!(order, expected);
+        order
     }
 }
