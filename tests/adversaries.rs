@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::opentracker::OpenTracker;
 use common::raw::{greet, read_msg};
-use common::{final_status, nordlys};
+use common::{final_status, nordlys, wait_status, wait_status_port};
 use ed25519_dalek::SigningKey;
 use nordlys::piece::{FLAG_RANDOM_ACCESS, PieceHeader, SignedPiece};
 use nordlys::swarm::wire::{self, HaveEntry, LiveMessage, Message, Role};
@@ -195,12 +195,25 @@ async fn adversary(
 }
 
 fn spawn(args: &[String], log: &Path) -> Child {
-    Command::new(nordlys())
-        .args(args)
+    command(args, log)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start nordlys")
+}
+
+/// As [`spawn`], keeping what it prints (the status address) in `stdout`.
+fn spawn_with_stdout(args: &[String], log: &Path, stdout: &Path) -> Child {
+    let out = std::fs::File::create(stdout).unwrap();
+    command(args, log)
+        .stdout(out)
+        .spawn()
+        .expect("start nordlys")
+}
+
+fn command(args: &[String], log: &Path) -> Command {
+    let mut c = Command::new(nordlys());
+    c.args(args).stderr(std::fs::File::create(log).unwrap());
+    c
 }
 
 /// One run: the honest swarm with `kinds` among it. Checks every honest receiver.
@@ -263,12 +276,22 @@ async fn run(kinds: &[Kind], input: &Path, kbit: u64) {
     inj.extend(["--input".into(), input.display().to_string()]);
     inj.extend(["--upload-limit".into(), (kbit * 3).to_string()]);
     inj.extend(["--linger".into(), "6".into()]);
-    let mut injector = spawn(&inj, &d.join("injector.log"));
+    inj.extend(["--status-addr".into(), "127.0.0.1:0".into()]);
+    let inj_out = d.join("injector.out");
+    let mut injector = spawn_with_stdout(&inj, &d.join("injector.log"), &inj_out);
     let mut seeds: Vec<Child> = (0..2)
         .map(|i| spawn(&base("seed"), &d.join(format!("seed{i}.log"))))
         .collect();
-    // The receivers join once the stream runs: 3 s, as in the scenario.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The receivers join once 3 s of the 10 s input went in, as in the scenario.
+    let input_len = std::fs::metadata(input).unwrap().len();
+    let port = wait_status_port(&mut injector, &inj_out);
+    tokio::task::spawn_blocking(move || {
+        wait_status(port, Duration::from_secs(30), "3 s of stream", |s| {
+            s["bytes_in"].as_u64().unwrap_or(0) * 10 >= input_len * 3
+        })
+    })
+    .await
+    .unwrap();
     let receivers: Vec<(Child, PathBuf, PathBuf)> = (0..RECEIVERS)
         .map(|i| {
             let (out, log) = (d.join(format!("out{i}.ts")), d.join(format!("recv{i}.log")));
