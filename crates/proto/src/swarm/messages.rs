@@ -191,6 +191,7 @@ impl Swarm {
                 }
                 let seqs = entries.iter().map(|e| e.seq);
                 self.peers.learn_haves(id, window_start, seqs);
+                self.drop_announced_requests(id);
                 // The injector makes every piece: peers' claims teach it nothing.
                 if self.config.role == Role::Injector {
                     return;

@@ -12,10 +12,18 @@ const SOURCE_HOLD: Duration = Duration::from_millis(1000);
 /// How long the injector waits for the peer it fed first to ask for a new piece.
 const FANOUT_GRACE: Duration = Duration::from_millis(150);
 
+/// A node whose upload limit cannot send a piece within this long serves nobody and
+/// announces nothing: a piece that slow is of little use to a live peer, while HAVEs to fifty
+/// peers (about 30 bytes each per piece) would fill a thin uplink and hold back the node's own
+/// requests.
+pub const SLOWEST_USEFUL_PIECE: Duration = Duration::from_secs(1);
+
 /// The uploader's own state: who has requests queued, the upload limit, the choker's turn.
 #[derive(Debug)]
 pub(super) struct Uploader {
     bucket: Option<TokenBucket>,
+    /// The upload limit lets a piece go within [`SLOWEST_USEFUL_PIECE`].
+    serves: bool,
     /// Peers with requests queued, so serving looks at just those.
     queued: BTreeSet<PeerId>,
     /// Round-robin position among the untrusted peers with queued requests (see
@@ -27,12 +35,16 @@ pub(super) struct Uploader {
 
 impl Uploader {
     pub fn new(config: &Config, now: Instant) -> Self {
-        let bucket = config.upload_limit.map(|rate| {
-            let piece = (config.max_payload as usize + crate::piece::OVERHEAD) as u64;
-            TokenBucket::new(rate, piece.max(rate / 10), now)
+        let piece = (config.max_payload as usize + crate::piece::OVERHEAD) as u64;
+        let bucket =
+            (config.upload_limit).map(|rate| TokenBucket::new(rate, piece.max(rate / 10), now));
+        // The limit counts payload bytes.
+        let serves = (config.upload_limit).is_none_or(|rate| {
+            rate as f64 * SLOWEST_USEFUL_PIECE.as_secs_f64() >= config.max_payload as f64
         });
         Uploader {
             bucket,
+            serves,
             queued: BTreeSet::new(),
             serve_turn: 0,
             rechokes: 0,
@@ -57,8 +69,9 @@ impl Swarm {
         }
         let now = self.now;
         let p = self.peers.get_mut(id).unwrap();
-        if p.given.contains(&seq) {
-            // It has this piece from us: serving it again would take upload from the others.
+        if p.given.contains(&seq) || p.has(seq) {
+            // It has this piece from us, or says it holds it: serving it would take upload
+            // from the others (an honest peer never asks for what it announced).
             p.repeated_requests += 1;
             if p.repeated_requests > peer::MAX_REPEATED_REQUESTS {
                 let repeats = p.repeated_requests;
@@ -68,11 +81,33 @@ impl Swarm {
         } else if p.queue.iter().any(|(s, _)| *s == seq) {
             // Already queued: it will come. A Reject now would contradict the piece that
             // follows it.
-        } else if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
+        } else if p.am_choking
+            || !have
+            || p.queue.len() >= MAX_QUEUE_PER_PEER
+            || !self.upload.serves
+        {
             send_live(p, LiveMessage::Reject { seq });
         } else {
             p.queue.push_back((seq, now));
             self.upload.queued.insert(id);
+        }
+    }
+
+    /// The peer announced pieces: requests of it still queued for those are dropped (it
+    /// has them from someone else; an honest peer also cancels them).
+    pub(super) fn drop_announced_requests(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        let held: Vec<u64> = (p.queue.iter().map(|&(seq, _)| seq))
+            .filter(|&seq| p.has(seq))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        p.queue.retain(|(seq, _)| !held.contains(seq));
+        if p.queue.is_empty() {
+            self.upload.queued.remove(&id);
         }
     }
 
@@ -306,6 +341,9 @@ impl Swarm {
     }
 
     pub(super) fn send_have(&mut self, id: PeerId, mut entries: Vec<HaveEntry>) {
+        if !self.upload.serves {
+            return;
+        }
         let window_start = self.store.first_seq().unwrap_or(0);
         let Some(p) = self.peers.get_mut(id) else {
             return;
@@ -326,7 +364,9 @@ impl Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::fixtures::{PAYLOAD, active_peer, config, key, piece, sent_live};
+    use crate::swarm::fixtures::{
+        PAYLOAD, active_peer, config, have, key, peer_claims, piece, sent_live,
+    };
 
     /// A seed holding pieces `0..=40` of the test stream.
     fn seed_with_pieces(mut c: Config, now: Instant) -> Swarm {
@@ -390,6 +430,26 @@ mod tests {
     }
 
     #[test]
+    fn a_request_for_a_piece_the_peer_announced_is_refused_and_counted_and_queued_ones_dropped() {
+        let t0 = Instant::now();
+        let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
+        let id = active_peer(&mut s, 1);
+        for seq in [3, 4] {
+            s.on_request(id, seq);
+        }
+        // It got 3 from someone else and says so (as a HAVE does): 3 is not sent.
+        peer_claims(&mut s, id, [3]);
+        s.drop_announced_requests(id);
+        assert_eq!(queued(&s, id), vec![4]);
+        // Asking for what it announced is asking twice.
+        s.on_request(id, 3);
+        assert_eq!(sent_live(&mut s, id), vec![LiveMessage::Reject { seq: 3 }]);
+        assert_eq!(s.peers.get(id).unwrap().repeated_requests, 1);
+        s.serve_requests();
+        assert_eq!(pieces_sent(&mut s, id), vec![4]);
+    }
+
+    #[test]
     fn a_peer_has_at_most_max_queue_per_peer_requests_queued_and_each_piece_once() {
         let t0 = Instant::now();
         let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
@@ -448,7 +508,8 @@ mod tests {
     fn a_request_queued_for_max_queue_wait_is_refused_and_a_cancelled_one_dropped() {
         let t0 = Instant::now();
         let mut c = config(Role::Seed, 0);
-        c.upload_limit = Some(1); // nothing is served: requests wait in the queue
+        // A piece a second, and the bucket drained: nothing goes within the wait.
+        c.upload_limit = Some(PAYLOAD as u64);
         let mut s = seed_with_pieces(c, t0);
         s.upload
             .bucket
@@ -472,6 +533,31 @@ mod tests {
             LiveMessage::Reject { seq: 3 },
         ];
         assert_eq!(sent_live(&mut s, id), rejects);
+    }
+
+    #[test]
+    fn a_node_that_cannot_send_a_piece_a_second_announces_nothing_and_refuses_at_once() {
+        let t0 = Instant::now();
+        let mut c = config(Role::Seed, 0);
+        c.upload_limit = Some(PAYLOAD as u64 - 1);
+        let mut s = seed_with_pieces(c, t0);
+        let id = active_peer(&mut s, 1);
+        s.send_have(id, vec![have(5)]);
+        s.on_request(id, 5);
+        assert_eq!(sent_live(&mut s, id), vec![LiveMessage::Reject { seq: 5 }]);
+        assert!(queued(&s, id).is_empty());
+        // At a piece a second it serves, and tells.
+        let mut c = config(Role::Seed, 0);
+        c.upload_limit = Some(PAYLOAD as u64);
+        let mut s = seed_with_pieces(c, t0);
+        let id = active_peer(&mut s, 1);
+        s.send_have(id, vec![have(5)]);
+        s.on_request(id, 5);
+        assert!(matches!(
+            sent_live(&mut s, id)[..],
+            [LiveMessage::Have { .. }]
+        ));
+        assert_eq!(queued(&s, id), vec![5]);
     }
 
     #[test]
