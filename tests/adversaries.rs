@@ -391,11 +391,10 @@ async fn liars_forgers_and_replayers_each_alone_leave_every_honest_output_whole(
     }
 }
 
-/// Not yet met, so not run by default (`cargo test --test adversaries -- --ignored`): with
-/// all kinds at once (5 of 16 peers), a receiver was seen at continuity 0.977, one piece of
-/// 43 late: two stallers in turn can each hold a request for a quarter of the latency.
+/// All kinds at once: 5 of 16 peers (31 %). Once seen with a receiver at continuity 0.977
+/// (one piece of 43 late, two stallers in turn each holding a request for a quarter of the
+/// latency); on 2026-12-07 it passed 16 runs of 16, 10 of them beside a busy loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
 async fn all_kinds_together_at_30_percent_leave_every_honest_output_whole() {
     let (input, kbit) = clip();
     use Kind::*;
