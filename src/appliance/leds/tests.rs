@@ -1,5 +1,5 @@
 use super::*;
-use crate::appliance::config::{LedConfig, RgbLed};
+use crate::appliance::config::LedConfig;
 use std::time::Duration;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -262,6 +262,7 @@ fn sysfs_backend_rejects_missing_and_hostile_names() {
 #[cfg(not(target_arch = "aarch64"))] // paused clock: host only (see Cargo.toml)
 #[tokio::test(start_paused = true)]
 async fn driver_over_sysfs_shows_error_pattern() {
+    use crate::appliance::config::RgbLed;
     let dir = tempfile::tempdir().unwrap();
     fake_led(dir.path(), "r", "1", "none");
     fake_led(dir.path(), "g", "1", "none");
