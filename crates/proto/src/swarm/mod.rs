@@ -187,9 +187,9 @@ pub enum DisconnectReason {
     /// The peer sent a piece that fails verification (it is banned).
     #[error("bad piece {seq}: {error}")]
     BadPiece { seq: u64, error: PieceError },
-    /// The peer kept asking for pieces it was given already (it is banned): a peer that only
-    /// takes, at the cost of everyone else's upload.
-    #[error("asked again for {repeats} pieces it was given")]
+    /// The peer kept asking for pieces it was given already, or announced, or that we never
+    /// offered (it is banned): a peer that only takes, at the cost of everyone else's upload.
+    #[error("asked for {repeats} pieces it holds or was never offered")]
     RepeatedRequests { repeats: u32 },
     /// The peer claimed pieces beyond anything the injector can have made (it is banned).
     #[error("claimed {claims} pieces that cannot exist yet")]

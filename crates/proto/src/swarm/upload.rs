@@ -69,9 +69,10 @@ impl Swarm {
         }
         let now = self.now;
         let p = self.peers.get_mut(id).unwrap();
-        if p.given.contains(&seq) || p.has(seq) {
-            // It has this piece from us, or says it holds it: serving it would take upload
-            // from the others (an honest peer never asks for what it announced).
+        if p.given.contains(&seq) || p.has(seq) || !self.upload.serves {
+            // It has this piece from us, or says it holds it, or we announce nothing: an
+            // honest peer asks only for what we announced and it lacks. Each such request
+            // costs the uplink a Reject, and a node that does not serve has a thin one.
             p.repeated_requests += 1;
             if p.repeated_requests > peer::MAX_REPEATED_REQUESTS {
                 let repeats = p.repeated_requests;
@@ -81,11 +82,7 @@ impl Swarm {
         } else if p.queue.iter().any(|(s, _)| *s == seq) {
             // Already queued: it will come. A Reject now would contradict the piece that
             // follows it.
-        } else if p.am_choking
-            || !have
-            || p.queue.len() >= MAX_QUEUE_PER_PEER
-            || !self.upload.serves
-        {
+        } else if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
             send_live(p, LiveMessage::Reject { seq });
         } else {
             p.queue.push_back((seq, now));
@@ -546,6 +543,12 @@ mod tests {
         s.on_request(id, 5);
         assert_eq!(sent_live(&mut s, id), vec![LiveMessage::Reject { seq: 5 }]);
         assert!(queued(&s, id).is_empty());
+        // Nothing was offered, so an honest peer asks for nothing: a peer that keeps asking
+        // is banned like one that asks again for what it has.
+        for seq in 1..=peer::MAX_REPEATED_REQUESTS as u64 {
+            s.on_request(id, seq);
+        }
+        assert!(!s.peers.contains(id));
         // At a piece a second it serves, and tells.
         let mut c = config(Role::Seed, 0);
         c.upload_limit = Some(PAYLOAD as u64);
