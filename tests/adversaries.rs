@@ -223,29 +223,11 @@ async fn run(kinds: &[Kind], input: &Path, kbit: u64) {
     let (key_path, torrent_probe) = common::make_event(d, None);
     let ih = LiveTorrent::read(&torrent_probe).unwrap().info_hash;
     let tracker = OpenTracker::start(&[ih.hex()]);
-    // The torrent again, now naming the tracker (same key, same name: same infohash? no:
-    // the announce URL is outside the info dictionary, so the infohash is the same).
-    let torrent = d.join("tracked.torrent");
-    let out = Command::new(nordlys())
-        .args([
-            "create",
-            "--key",
-            key_path.to_str().unwrap(),
-            "--name",
-            "Test concert",
-        ])
-        .args([
-            "--tracker",
-            &tracker.announce_url(),
-            "--out",
-            torrent.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The torrent again, now naming the tracker (which had to know the infohash first).
+    let torrent = common::create_torrent(
+        &key_path,
+        Some(&tracker.announce_url()),
+        &d.join("tracked.torrent"),
     );
     assert_eq!(LiveTorrent::read(&torrent).unwrap().info_hash, ih);
     let key = nordlys::keys::read(&key_path).unwrap();

@@ -22,7 +22,19 @@ pub fn make_event(
     tracker: Option<&str>,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
     let key = dir.join("event.key");
-    let torrent = dir.join("event.torrent");
+    run_ok(&["keygen", "--out", key.to_str().unwrap()]);
+    let torrent = create_torrent(&key, tracker, &dir.join("event.torrent"));
+    (key, torrent)
+}
+
+/// `nordlys create` of the test event signed with `key`, naming `tracker` if given, written
+/// to `out`. The announce URL is outside the info dictionary: the same key gives the same
+/// infohash with or without a tracker.
+pub fn create_torrent(
+    key: &std::path::Path,
+    tracker: Option<&str>,
+    out: &std::path::Path,
+) -> std::path::PathBuf {
     let mut create = vec![
         "create",
         "--key",
@@ -33,19 +45,22 @@ pub fn make_event(
     if let Some(url) = tracker {
         create.extend(["--tracker", url]);
     }
-    create.extend(["--out", torrent.to_str().unwrap()]);
-    for args in [vec!["keygen", "--out", key.to_str().unwrap()], create] {
-        let out = std::process::Command::new(nordlys())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (key, torrent)
+    create.extend(["--out", out.to_str().unwrap()]);
+    run_ok(&create);
+    out.to_path_buf()
+}
+
+/// Runs `nordlys ARGS` to the end; panics with its stderr if it fails.
+fn run_ok(args: &[&str]) {
+    let out = std::process::Command::new(nordlys())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The address a child process printed on a line `{prefix}ADDR{suffix}` of `stdout` (the file

@@ -93,18 +93,14 @@ impl Swarm {
     /// The peer announced pieces: requests of it still queued for those are dropped (it
     /// has them from someone else; an honest peer also cancels them).
     pub(super) fn drop_announced_requests(&mut self, id: PeerId) {
-        let Some(p) = self.peers.get_mut(id) else {
+        let Some(p) = self.peers.get(id) else {
             return;
         };
         let held: Vec<u64> = (p.queue.iter().map(|&(seq, _)| seq))
             .filter(|&seq| p.has(seq))
             .collect();
-        if held.is_empty() {
-            return;
-        }
-        p.queue.retain(|(seq, _)| !held.contains(seq));
-        if p.queue.is_empty() {
-            self.upload.queued.remove(&id);
+        for seq in held {
+            self.on_cancel(id, seq);
         }
     }
 
