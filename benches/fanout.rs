@@ -63,6 +63,7 @@ async fn start(
         started: Instant::now(),
         max_peers: 50,
         upload_slots: 40,
+        substreams: 0,
         peer_id: node::new_peer_id(),
     };
     let task = tokio::spawn(async move {

@@ -64,6 +64,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         latency: Duration::from_millis(latency),
         trusted: Vec::new(),
         upload_slots: 40,
+        substreams: 0,
         extra_trackers: Vec::new(),
         status_extra: None,
         stdout_is_stream: false,

@@ -199,6 +199,10 @@ pub struct NetArgs {
     /// Upload slots: how many peers are served at once, at least 1.
     #[arg(long, default_value_t = 40)]
     pub upload_slots: usize,
+    /// Push the stream along this many substreams, 1 to 64 (experimental; every node of a
+    /// swarm should use the same number) [default: 0, pull only]
+    #[arg(long, default_value_t = 0)]
+    pub substreams: u8,
     /// A tracker to announce to besides the torrent's own, an http:// URL (repeatable)
     /// [default: none; receive --config adds the file's network.trackers]
     #[arg(long = "tracker")]

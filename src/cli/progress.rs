@@ -170,6 +170,7 @@ mod tests {
             claims_refused: 0,
             peers_benched: 0,
             peers_banned: 0,
+            push: Default::default(),
             startup_ms: None,
             output_span_ms: None,
             continuity: 1.0,

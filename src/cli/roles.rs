@@ -26,6 +26,8 @@ pub struct NodeSetup {
     pub latency: Duration,
     pub trusted: Vec<SocketAddr>,
     pub upload_slots: usize,
+    /// Substreams to push along (0: pull only).
+    pub substreams: u8,
     /// Trackers to announce to besides the torrent's own.
     pub extra_trackers: Vec<String>,
     /// Extra fields for the status endpoint (the player's counters).
@@ -56,6 +58,7 @@ impl NodeSetup {
             latency: Duration::from_millis(2000),
             trusted: Vec::new(),
             upload_slots: net.upload_slots,
+            substreams: net.substreams,
             extra_trackers: net.trackers.clone(),
             status_extra: None,
             stdout_is_stream: false,
@@ -74,6 +77,13 @@ pub fn check_net(net: &NetArgs) -> anyhow::Result<()> {
     if net.upload_limit == Some(0) {
         bail!(
             "--upload-limit 0 kbit/s is not a limit; expected at least 1 (leave it out for no limit)"
+        );
+    }
+    if net.substreams > nordlys_proto::wire::MAX_SUBSTREAMS {
+        bail!(
+            "--substreams {} is too many; expected 0 (pull only) to {}",
+            net.substreams,
+            nordlys_proto::wire::MAX_SUBSTREAMS
         );
     }
     if net.upload_slots == 0 {
@@ -159,6 +169,7 @@ pub async fn start(
         started: crate::cli::process_start(),
         max_peers: 50,
         upload_slots: setup.upload_slots,
+        substreams: setup.substreams,
         peer_id,
     };
     let task = tokio::spawn(node::run(opts, injector, deliveries, peers_rx, ready_tx));

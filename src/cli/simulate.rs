@@ -24,6 +24,9 @@ pub struct SimulateArgs {
     /// Use this seed instead of the file's.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Push along this many substreams instead of the file's `substreams` (0: pull only).
+    #[arg(long)]
+    pub substreams: Option<u8>,
 }
 
 /// Scenario files larger than this are refused before parsing.
@@ -119,6 +122,11 @@ fn out_of_range(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
         ("no_upload", share(sc.no_upload), "a share from 0 to 1"),
         ("churn", share(sc.churn), "a share from 0 to 1"),
         (
+            "substreams",
+            sc.substreams <= 64,
+            "a whole number from 0 (pull only) to 64",
+        ),
+        (
             "upload_x",
             positive(sc.upload_x),
             "a multiple of the bitrate above 0",
@@ -175,6 +183,9 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             "--sweep {bad} is out of range; expected audience sizes from 1 to {MAX_RECEIVERS}"
         );
     }
+    if let Some(k) = args.substreams {
+        sc.substreams = k;
+    }
     if let Some(seed) = args.seed {
         sc.seed = seed;
     }
@@ -228,6 +239,14 @@ fn print_summary(r: &Report, wall: f64) {
         ms(s.delay_median_ms),
         ms(s.delay_p95_ms)
     );
+    if r.scenario.substreams > 0 {
+        println!(
+            "push along {} substreams: {:.1} % of pieces pushed, {:.1} subscriptions per receiver",
+            r.scenario.substreams,
+            s.pushed_share * 100.0,
+            s.parent_changes_mean
+        );
+    }
     println!(
         "{:.0} s simulated in {wall:.1} s of wall time ({:.1}x real time), {} events, peak memory {}",
         s.sim_seconds,

@@ -51,6 +51,7 @@ pub struct NodeOptions {
     pub started: Instant,
     pub max_peers: usize,
     pub upload_slots: usize,
+    pub substreams: u8,
     pub peer_id: [u8; 20],
 }
 
@@ -139,6 +140,7 @@ fn core_config(opts: &NodeOptions, listen: SocketAddr) -> Config {
     config.trusted = opts.trusted.clone();
     config.max_peers = opts.max_peers;
     config.upload_slots = opts.upload_slots;
+    config.substreams = opts.substreams;
     config.rng_seed = u64::from_le_bytes(config.peer_id[12..20].try_into().unwrap());
     config
 }

@@ -33,6 +33,11 @@ const LIVE_REQUEST: u8 = 1;
 const LIVE_PIECE: u8 = 2;
 const LIVE_REJECT: u8 = 3;
 const LIVE_CANCEL: u8 = 4;
+const LIVE_SUBSCRIBE: u8 = 5;
+const LIVE_UNSUBSCRIBE: u8 = 6;
+
+/// Most substreams a stream may be split into (see [`LiveMessage::Subscribe`]).
+pub const MAX_SUBSTREAMS: u8 = 64;
 
 const HAVE_ENTRY_LEN: usize = 8 + 8 + 1;
 
@@ -204,6 +209,28 @@ pub enum LiveMessage {
     Cancel {
         seq: u64,
     },
+    /// "Push me every piece of `substream` as soon as you have verified it, unasked": the
+    /// pieces whose `seq % substreams == substream`.
+    Subscribe(Substream),
+    /// From a child: "stop pushing this substream". From a parent: "I do not (any longer)
+    /// push it to you" (a refused or dropped subscription).
+    Unsubscribe(Substream),
+}
+
+/// One substream of a stream split into `of` (pieces `seq % of == index`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Substream {
+    pub index: u8,
+    pub of: u8,
+}
+
+impl Substream {
+    pub fn of_seq(seq: u64, of: u8) -> Substream {
+        Substream {
+            index: (seq % of as u64) as u8,
+            of,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,6 +293,10 @@ pub enum DecodeError {
     /// A HAVE whose entry count disagrees with its length.
     #[error("HAVE count {count} does not match its {len} bytes of entries")]
     HaveCountMismatch { count: usize, len: usize },
+    /// A SUBSCRIBE or UNSUBSCRIBE naming no substream: index past the count, a count of 0 or
+    /// above [`MAX_SUBSTREAMS`].
+    #[error("substream {index} of {of} does not exist")]
+    BadSubstream { index: u8, of: u8 },
 }
 
 /// Largest message we accept for a torrent whose pieces carry at most `max_payload` bytes.
@@ -428,8 +459,25 @@ fn decode_live(frame: &Bytes) -> Result<LiveMessage, DecodeError> {
         LIVE_PIECE => Ok(LiveMessage::Piece(frame.slice(BODY..))),
         LIVE_REJECT => seq_only("REJECT", rest).map(|seq| LiveMessage::Reject { seq }),
         LIVE_CANCEL => seq_only("CANCEL", rest).map(|seq| LiveMessage::Cancel { seq }),
+        LIVE_SUBSCRIBE => substream("SUBSCRIBE", rest).map(LiveMessage::Subscribe),
+        LIVE_UNSUBSCRIBE => substream("UNSUBSCRIBE", rest).map(LiveMessage::Unsubscribe),
         other => Err(DecodeError::UnknownLiveMessage(other)),
     }
+}
+
+/// The body of a SUBSCRIBE or UNSUBSCRIBE: `index u8, of u8`.
+fn substream(what: &'static str, rest: &[u8]) -> Result<Substream, DecodeError> {
+    let [index, of] = *rest else {
+        return Err(DecodeError::WrongLength {
+            what,
+            len: rest.len(),
+            expected: 2,
+        });
+    };
+    if of == 0 || of > MAX_SUBSTREAMS || index >= of {
+        return Err(DecodeError::BadSubstream { index, of });
+    }
+    Ok(Substream { index, of })
 }
 
 /// Encodes a message. `peer_live_id` is the id the receiving peer asked for in its handshake.
@@ -488,6 +536,14 @@ fn encode_live(msg: &LiveMessage, out: &mut BytesMut) {
         LiveMessage::Cancel { seq } => {
             out.put_u8(LIVE_CANCEL);
             out.put_u64(*seq);
+        }
+        LiveMessage::Subscribe(s) => {
+            out.put_u8(LIVE_SUBSCRIBE);
+            out.put_slice(&[s.index, s.of]);
+        }
+        LiveMessage::Unsubscribe(s) => {
+            out.put_u8(LIVE_UNSUBSCRIBE);
+            out.put_slice(&[s.index, s.of]);
         }
     }
 }

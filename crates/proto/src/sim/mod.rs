@@ -204,6 +204,8 @@ pub struct Sim {
     rng: ChaCha8Rng,
     /// Keep every node's output bytes and deliveries (tests); off for large runs.
     record_output: bool,
+    /// Every node's `Config::substreams`.
+    substreams: u8,
 }
 
 /// Virtual wall clock: microseconds since the Unix epoch at simulation start.
@@ -253,6 +255,7 @@ impl Sim {
             tracker: None,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x51a1),
             record_output: true,
+            substreams: 0,
         };
         for (i, spec) in nodes.into_iter().enumerate() {
             let addr = SocketAddr::new(
@@ -293,6 +296,12 @@ impl Sim {
     /// of every node being told of everyone who joined before it.
     pub fn with_tracker(mut self, tracker: TrackerSpec) -> Self {
         self.tracker = Some(tracker);
+        self
+    }
+
+    /// Push the stream along this many substreams (default 0: pull only).
+    pub fn with_substreams(mut self, substreams: u8) -> Self {
+        self.substreams = substreams;
         self
     }
 
@@ -345,6 +354,7 @@ impl Sim {
                 config.listen_port = Some(6881);
                 config.rng_seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
                 config.verify_memo = Some(self.verify_memo.clone());
+                config.substreams = self.substreams;
                 let mut id = *b"-NL0100-000000000000";
                 id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
                 config.peer_id = id;

@@ -56,6 +56,8 @@ pub struct Scenario {
     /// honest receivers are the same as in the run without them.
     pub hostile: f64,
     pub hostile_kinds: Vec<Hostile>,
+    /// Push the stream along this many substreams (`--substreams`); 0: pull only.
+    pub substreams: u8,
 }
 
 impl Default for Scenario {
@@ -84,6 +86,7 @@ impl Default for Scenario {
             reannounce_s: 30,
             hostile: 0.0,
             hostile_kinds: Hostile::ALL.to_vec(),
+            substreams: 0,
         }
     }
 }
@@ -157,6 +160,9 @@ impl Scenario {
             return Err(Invalid(
                 "hostile is a share from 0 to 0.9, with at least one of hostile_kinds",
             ));
+        }
+        if self.substreams > crate::wire::MAX_SUBSTREAMS {
+            return Err(Invalid("substreams must be at most 64"));
         }
         if self.tracker_sample == 0 || self.reannounce_s == 0 {
             return Err(Invalid("tracker_sample and reannounce_s must be above 0"));
@@ -245,6 +251,7 @@ impl Scenario {
         Ok(
             Sim::new(self.seed, Duration::from_millis(10), stream, nodes)
                 .with_tracker(tracker)
+                .with_substreams(self.substreams)
                 .record_output(false),
         )
     }
@@ -280,6 +287,16 @@ pub struct PeerReport {
     /// Peers this one banned, and HAVE entries it refused as impossible.
     pub peers_banned: u64,
     pub claims_refused: u64,
+    /// Push along substreams: substreams it had a parent for at the end, pieces pushed to
+    /// it, pieces of subscribed substreams it repaired by pull, subscriptions it made.
+    pub parents: usize,
+    pub pushes_received: u64,
+    pub repairs: u64,
+    pub parent_changes: u64,
+    pub parent_refusals: u64,
+    pub parents_replaced: u64,
+    /// Pushes it gave up on as too late (its children's repair them).
+    pub pushes_dropped: u64,
     /// Piece payload uploaded, in copies of the stream it saw.
     pub upload_copies: f64,
 }
@@ -305,6 +322,10 @@ pub struct Summary {
     /// Hostile peers in the run, and bans the honest nodes made.
     pub hostile: usize,
     pub bans: u64,
+    /// Of the pieces receivers got, the share pushed to them (the rest were pulled).
+    pub pushed_share: f64,
+    /// Subscriptions per receiver, on average (the first for each substream included).
+    pub parent_changes_mean: f64,
     pub sim_seconds: f64,
     pub events: u64,
 }
@@ -378,6 +399,13 @@ impl Scenario {
                 duplicates: st.duplicates,
                 peers_banned: st.peers_banned,
                 claims_refused: st.claims_refused,
+                parents: st.push.parents,
+                pushes_received: st.push.counters.pushes_received,
+                repairs: st.push.counters.repairs,
+                parent_changes: st.push.counters.parent_changes,
+                parent_refusals: st.push.counters.parent_refusals,
+                parents_replaced: st.push.counters.parents_replaced,
+                pushes_dropped: st.push.counters.pushes_dropped,
                 upload_copies: st.bytes_up as f64 / stream_bytes(span),
             });
         }
@@ -418,6 +446,9 @@ impl Scenario {
                 .filter(|p| p.hostile.is_none())
                 .map(|p| p.peers_banned)
                 .sum(),
+            pushed_share: receivers.iter().map(|p| p.pushes_received).sum::<u64>() as f64
+                / (receivers.iter().map(|p| p.pieces_received).sum::<u64>()).max(1) as f64,
+            parent_changes_mean: receivers.iter().map(|p| p.parent_changes).sum::<u64>() as f64 / n,
             sim_seconds: sim.elapsed().as_secs_f64(),
             events: sim.events_run,
         };

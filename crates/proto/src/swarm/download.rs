@@ -152,8 +152,12 @@ impl Swarm {
             known: &self.known,
             holders: self.peers.holders(),
             inflight: &self.download.inflight,
+            push: Some(&self.push),
         };
-        let wants = picker::wanted(&view, from, urgent_within, room);
+        let (wants, recheck) = picker::wanted_or_awaited(&view, from, urgent_within, room);
+        if let Some(at) = recheck {
+            self.timers.set_earliest(Timer::Retry, at);
+        }
         for want in wants.into_iter().take(room) {
             if self.eos_seq.is_some_and(|e| want.seq > e) {
                 continue;
@@ -163,6 +167,7 @@ impl Swarm {
                 continue;
             };
             let expires = now + self.request_timeout(self.peers.get(pid).unwrap(), want.seq, now);
+            self.note_repair(want.seq);
             let p = self.peers.get_mut(pid).unwrap();
             p.requested.insert(want.seq, Sent { at: now, expires });
             send_live(p, LiveMessage::Request { seq: want.seq });

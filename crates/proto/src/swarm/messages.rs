@@ -189,6 +189,19 @@ impl Swarm {
                         return self.ban(id, DisconnectReason::ImplausibleClaims { claims });
                     }
                 }
+                // How soon this peer tells of new pieces: its newest entry against when we
+                // first heard of that piece (from anyone).
+                if self.push.is_on()
+                    && let Some(newest) = entries.iter().map(|e| e.seq).max()
+                {
+                    let heard = self.known.get(newest).map(|m| m.first_heard);
+                    let first = self.push.tell_lag(id).is_none();
+                    self.push
+                        .told(id, heard.map_or(Duration::ZERO, |t| now - t));
+                    if first && self.push.orphans().next().is_some() {
+                        self.timers.set_earliest(Timer::Push, now);
+                    }
+                }
                 let seqs = entries.iter().map(|e| e.seq);
                 self.peers.learn_haves(id, window_start, seqs);
                 self.drop_announced_requests(id);
@@ -224,6 +237,8 @@ impl Swarm {
                 }
             }
             LiveMessage::Piece(piece) => self.on_piece(id, piece),
+            LiveMessage::Subscribe(sub) => self.on_subscribe(id, sub),
+            LiveMessage::Unsubscribe(sub) => self.on_unsubscribe(id, sub),
         }
     }
 
@@ -234,10 +249,13 @@ impl Swarm {
             Err(e) => return self.ban(id, DisconnectReason::MalformedPiece(e)),
         };
         let p = self.peers.get_mut(id).unwrap();
+        let mut pushed = false;
         match p.requested.remove(&header.seq) {
             Some(sent) => p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64),
             // Asked for, then given up on as too slow: still worth having if it is needed.
             None if p.refused.contains_key(&header.seq) => {}
+            // Our parent for its substream pushes it unasked.
+            None if self.push.is_parent_of(id, header.seq) => pushed = true,
             None => {
                 self.stats.unrequested += 1;
                 return; // never asked for: ignore it
@@ -261,6 +279,10 @@ impl Swarm {
                 return self.ban(id, DisconnectReason::BadPiece { seq, error });
             }
         };
+        if pushed {
+            let heard = self.known.get(header.seq).map(|m| m.first_heard);
+            (self.push).pushed(header.seq, heard.map_or(Duration::ZERO, |t| now - t));
+        }
         let p = self.peers.get_mut(id).unwrap();
         p.standing.delivered();
         p.down_recent += header.payload_len as u64;
@@ -270,7 +292,7 @@ impl Swarm {
     }
 
     /// A verified piece: store it, tell everyone who lacks it, drop duplicate requests.
-    fn accept_piece(&mut self, piece: SignedPiece) {
+    pub(super) fn accept_piece(&mut self, piece: SignedPiece) {
         let h = *piece.header();
         self.known.confirm(h.seq, h.timestamp_us, h.flags, self.now);
         if h.end_of_stream() {
@@ -278,6 +300,7 @@ impl Swarm {
         }
         let entry = have_entry(&piece);
         self.store.insert(piece);
+        self.push_to_children(h.seq);
         let mut tell = Vec::new();
         for (pid, p) in self.peers.iter_mut() {
             if p.requested.remove(&h.seq).is_some() {
@@ -304,9 +327,14 @@ impl Swarm {
         }
         self.store.insert(piece);
         self.evict();
-        // Feed one peer at once, preferring trusted seedboxes, then seedboxes; the rest hear
-        // about the piece after SOURCE_HOLD, from the swarm or from us.
-        if let Some(target) = self.fanout_target() {
+        self.push_to_children(h.seq);
+        let pushed = self
+            .push
+            .index(h.seq)
+            .is_some_and(|i| self.push.children_of(i) > 0);
+        // Unless it is pushed, feed one peer at once, preferring trusted seedboxes, then
+        // seedboxes; the rest hear about the piece after SOURCE_HOLD, from the swarm or us.
+        if !pushed && let Some(target) = self.fanout_target() {
             let entry = HaveEntry {
                 seq: h.seq,
                 timestamp_us: h.timestamp_us,

@@ -25,6 +25,7 @@ mod messages;
 pub mod peer;
 pub mod picker;
 pub mod playout;
+pub mod push;
 pub mod ratelimit;
 pub mod status;
 pub mod store;
@@ -51,6 +52,7 @@ pub use peer::PeerId;
 use peer::{Peer, PeerTable, Phase};
 pub use playout::Delivery;
 use playout::Playout;
+use push::Push;
 pub use status::{State, SwarmStatus};
 use store::{Known, Store};
 use upload::Uploader;
@@ -80,6 +82,8 @@ pub struct Config {
     /// Verified pieces held at most, in bytes (the window is cut short beyond it).
     pub max_store_bytes: usize,
     pub rng_seed: u64,
+    /// Substreams the stream is pushed along (piece `seq % substreams`); 0: pull only.
+    pub substreams: u8,
     /// Signature checks shared with other cores in this process (the simulator's nodes);
     /// `None`, each piece is checked here.
     pub verify_memo: Option<std::sync::Arc<crate::piece::VerifyMemo>>,
@@ -103,6 +107,7 @@ impl Config {
             trusted: Vec::new(),
             max_store_bytes: 24 << 20,
             rng_seed: 0,
+            substreams: 0,
             verify_memo: None,
         }
     }
@@ -215,12 +220,15 @@ enum Timer {
     Playout,
     /// The upload limit lets the next queued piece go.
     Upload,
-    /// A peer that failed a request may be asked for that piece again.
+    /// A peer that failed a request may be asked for that piece again, or a piece left to
+    /// the push may be repaired.
     Retry,
+    /// A substream without a parent: look for one.
+    Push,
 }
 
 #[derive(Debug, Default)]
-struct Timers([Option<Instant>; 6]);
+struct Timers([Option<Instant>; 7]);
 
 impl Timers {
     fn set(&mut self, t: Timer, at: Option<Instant>) {
@@ -285,6 +293,7 @@ pub struct Swarm {
     known: Known,
     download: Downloader,
     upload: Uploader,
+    push: Push,
     role: RoleState,
     timers: Timers,
     eos_seq: Option<u64>,
@@ -317,6 +326,7 @@ impl Swarm {
             known: Known::default(),
             download: Downloader::default(),
             upload: Uploader::new(&config, now),
+            push: Push::new(config.substreams),
             role,
             timers,
             eos_seq: None,
@@ -432,6 +442,9 @@ impl Swarm {
         if self.timers.is_due(Timer::Retry, now) {
             self.timers.set(Timer::Retry, None);
             self.download.need_pick();
+        }
+        if self.timers.is_due(Timer::Push, now) {
+            self.choose_parents();
         }
         self.hook_in();
         if self.cursor_lost() {
@@ -563,6 +576,7 @@ impl Swarm {
         if self.known.first_seq().is_some_and(|first| first < floor) {
             self.known.forget_below(floor);
             self.peers.prune_below(floor);
+            self.push.prune_below(floor);
         }
     }
 
@@ -590,6 +604,9 @@ impl Swarm {
     fn forget_peer(&mut self, id: PeerId, p: &Peer) {
         self.download.forget_peer(id, p);
         self.upload.forget_peer(id);
+        if !self.push.forget_peer(id).is_empty() {
+            self.timers.set_earliest(Timer::Push, self.now);
+        }
         let short_lived = self.now.saturating_duration_since(p.connected_at) < SHORT_LIVED;
         for addr in [Some(p.addr), p.listen_addr].into_iter().flatten() {
             self.addrs.connection_ended(addr, self.now, short_lived);

@@ -12,6 +12,7 @@ use rand::Rng;
 
 use crate::swarm::peer::{Holders, Peer, PeerId};
 use crate::swarm::playout::Playout;
+use crate::swarm::push::Push;
 use crate::swarm::store::{Known, Store};
 
 /// Requests outstanding in total at most.
@@ -34,12 +35,24 @@ pub struct View<'a> {
     pub known: &'a Known,
     pub holders: &'a Holders,
     pub inflight: &'a HashMap<u64, PeerId>,
+    /// Substream parents: a piece one of them should push is left to it for a while.
+    pub push: Option<&'a Push>,
 }
 
 /// Pieces worth requesting now, best first. `from` is the first sequence number of interest.
 /// At most `limit` are needed; the scan stops early so that its cost stays small however
 /// many pieces are announced (it runs after every event).
 pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec<Want> {
+    wanted_or_awaited(v, from, urgent_within, limit).0
+}
+
+/// [`wanted`], and the first instant a piece now left to the push may be repaired.
+pub fn wanted_or_awaited(
+    v: &View,
+    from: u64,
+    urgent_within: Duration,
+    limit: usize,
+) -> (Vec<Want>, Option<Instant>) {
     let View {
         now,
         playout,
@@ -47,11 +60,13 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
         known,
         holders: _,
         inflight,
+        push,
     } = *v;
+    let mut recheck: Option<Instant> = None;
     let mut urgent = Vec::new();
     let mut rest = Vec::new();
     let newest_held = store.newest().map(|p| p.seq());
-    for (seq, _meta) in known.range_from(from).take(MAX_AHEAD) {
+    for (seq, meta) in known.range_from(from).take(MAX_AHEAD) {
         // Enough urgent ones, or enough others to choose the rarest among.
         if urgent.len() >= limit || urgent.len() + rest.len() >= 4 * limit {
             break;
@@ -62,6 +77,10 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
         let holders = v.holders.count(seq);
         if holders == 0 {
             continue; // nobody to ask
+        }
+        if let Some(until) = push.and_then(|p| p.awaits(seq, meta.first_heard, now)) {
+            recheck = Some(recheck.map_or(until, |r| r.min(until)));
+            continue; // its parent pushes it
         }
         let due = playout.and_then(|p| p.due(seq, store));
         if let (Some(due), Some(newest)) = (due, newest_held)
@@ -83,7 +102,7 @@ pub fn wanted(v: &View, from: u64, urgent_within: Duration, limit: usize) -> Vec
     rest.sort_by_key(|(holders, w)| (*holders, w.seq));
     urgent.extend(rest.into_iter().map(|(_, w)| w));
     urgent.truncate(limit);
-    urgent
+    (urgent, recheck)
 }
 
 /// Peers that can take a request now: connected, not choking us, with room for another.
@@ -172,6 +191,7 @@ mod tests {
                 known: &self.known,
                 holders: self.peers.holders(),
                 inflight: &self.inflight,
+                push: None,
             }
         }
     }

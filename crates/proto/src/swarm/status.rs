@@ -36,6 +36,18 @@ pub struct Counters {
     pub peers_banned: u64,
 }
 
+/// Push along substreams (see `swarm::push`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PushStatus {
+    /// Substreams the stream is split into (0: pull only).
+    pub substreams: u8,
+    /// Substreams we have a parent for, and child subscriptions we push.
+    pub parents: usize,
+    pub children: usize,
+    #[serde(flatten)]
+    pub counters: crate::swarm::push::PushCounters,
+}
+
 /// What the core knows about itself. The driver adds wall-clock figures (`lag_ms`) and
 /// its own (`bytes_in`).
 #[derive(Clone, Debug, Serialize)]
@@ -67,6 +79,7 @@ pub struct SwarmStatus {
     pub claims_refused: u64,
     pub peers_benched: u64,
     pub peers_banned: u64,
+    pub push: PushStatus,
     pub startup_ms: Option<u64>,
     /// Milliseconds of stream output since hook-in (by the injector's timestamps).
     pub output_span_ms: Option<u64>,
@@ -108,6 +121,14 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         claims_refused: c.claims_refused,
         peers_benched: c.peers_benched,
         peers_banned: c.peers_banned,
+        push: PushStatus {
+            substreams: s.push.substreams(),
+            parents: (0..s.push.substreams() as usize)
+                .filter(|&i| s.push.parent(i).is_some())
+                .count(),
+            children: s.push.child_slots(),
+            counters: s.push.counters,
+        },
         startup_ms: playout
             .and_then(|p| p.first_output_at)
             .map(|t| t.saturating_duration_since(s.started).as_millis() as u64),

@@ -376,6 +376,20 @@ impl Pair {
         }
     }
 
+    /// `a`, the injector, makes pieces `seqs` of the test stream 40 ms apart; the run goes
+    /// on 3 s from the first.
+    fn inject(&mut self, seqs: std::ops::RangeInclusive<u64>) {
+        let start = self.now;
+        for seq in seqs {
+            self.a
+                .handle(self.now, Input::LocalPiece(piece(seq, &key())));
+            self.collect();
+            let next = self.now + Duration::from_millis(40);
+            self.run(next);
+        }
+        self.run(start + Duration::from_secs(3));
+    }
+
     /// Runs until `until`: bytes arrive in order, timers fire when nothing arrives sooner.
     fn run(&mut self, until: Instant) {
         loop {
@@ -422,15 +436,7 @@ fn seed_fetches_from_injector(split_reads: Option<ChaCha8Rng>) {
     let whole_reads = split_reads.is_none();
     pair.split_reads = split_reads;
     pair.connect(false);
-    let start = pair.now;
-    for seq in 1..=20 {
-        pair.a
-            .handle(pair.now, Input::LocalPiece(piece(seq, &key())));
-        pair.collect();
-        let next = pair.now + Duration::from_millis(40);
-        pair.run(next);
-    }
-    pair.run(start + Duration::from_secs(3));
+    pair.inject(1..=20);
     assert!(pair.disconnects.is_empty(), "{:?}", pair.disconnects);
     let seed = pair.b.status(pair.now);
     let missing: Vec<u64> = (1..=20).filter(|s| !pair.b.store.contains(*s)).collect();
@@ -721,4 +727,30 @@ fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_and_benched() {
         Some(149),
         "a benched peer's claims are not told"
     );
+}
+
+#[test]
+fn pair_with_substreams_the_injector_pushes_every_piece_after_the_subscriptions() {
+    let with_push = |role, n| {
+        let mut c = config(role, n);
+        c.substreams = 4;
+        c
+    };
+    let mut pair = Pair::new(with_push(Role::Injector, 1), with_push(Role::Seed, 2));
+    pair.connect(false);
+    pair.inject(1..=40);
+    assert!(pair.disconnects.is_empty(), "{:?}", pair.disconnects);
+    let (injector, seed) = (pair.a.status(pair.now), pair.b.status(pair.now));
+    assert!((1..=40).all(|seq| pair.b.store.contains(seq)));
+    // Piece 1 is made before the connection is up, piece 2 is told (the first HAVE); both
+    // are fetched. That HAVE makes the injector a parent candidate, and from piece 3 on each
+    // substream is pushed, unrequested.
+    assert_eq!((seed.push.parents, injector.push.children), (4, 4));
+    assert_eq!(
+        (seed.pieces_received, seed.push.counters.pushes_received),
+        (40, 38)
+    );
+    assert_eq!(injector.push.counters.pushes_sent, 38);
+    let c = seed.push.counters;
+    assert_eq!(seed.duplicates + c.repairs + c.parent_refusals, 0);
 }

@@ -23,7 +23,7 @@ pub const SLOWEST_USEFUL_PIECE: Duration = Duration::from_secs(1);
 pub(super) struct Uploader {
     bucket: Option<TokenBucket>,
     /// The upload limit lets a piece go within [`SLOWEST_USEFUL_PIECE`].
-    serves: bool,
+    pub(super) serves: bool,
     /// Peers with requests queued, so serving looks at just those.
     queued: BTreeSet<PeerId>,
     /// Round-robin position among the untrusted peers with queued requests (see
@@ -52,6 +52,18 @@ impl Uploader {
         }
     }
 
+    /// Takes `len` payload bytes from the upload limit, or says when they may go.
+    pub fn take(&mut self, len: u64, now: Instant) -> Result<(), Instant> {
+        let Some(bucket) = &mut self.bucket else {
+            return Ok(());
+        };
+        if bucket.try_take(len, now) {
+            Ok(())
+        } else {
+            Err(bucket.ready_at(len, now))
+        }
+    }
+
     pub fn forget_peer(&mut self, id: PeerId) {
         self.queued.remove(&id);
         if self.optimistic == Some(id) {
@@ -68,8 +80,14 @@ impl Swarm {
             asked.insert(seq);
         }
         let now = self.now;
+        if self.push.is_queued(id, seq) {
+            return; // a push on its way: it will come
+        }
         let p = self.peers.get_mut(id).unwrap();
-        if p.given.contains(&seq) || p.has(seq) || !self.upload.serves {
+        if self.push.was_pushed(id, seq) {
+            // A repair that crossed our push: the piece arrives before this Reject.
+            send_live(p, LiveMessage::Reject { seq });
+        } else if p.given.contains(&seq) || p.has(seq) || !self.upload.serves {
             // It has this piece from us, or says it holds it, or we announce nothing: an
             // honest peer asks only for what we announced and it lacks. Each such request
             // costs the uplink a Reject, and a node that does not serve has a thin one.
@@ -138,6 +156,11 @@ impl Swarm {
     pub(super) fn serve_requests(&mut self) {
         self.timers.set(Timer::Upload, None);
         let now = self.now;
+        // Pushes first: the live edge, within what the children's subscriptions were
+        // admitted for (see `push_capacity`).
+        if !self.send_pushes() {
+            return;
+        }
         loop {
             let Some(id) = self.next_to_serve() else {
                 return;
@@ -154,12 +177,8 @@ impl Swarm {
                 continue;
             };
             let len = piece.header().payload_len as u64;
-            if let Some(bucket) = &mut self.upload.bucket
-                && !bucket.try_take(len, now)
-            {
-                self.timers
-                    .set(Timer::Upload, Some(bucket.ready_at(len, now)));
-                return;
+            if let Err(at) = self.upload.take(len, now) {
+                return self.timers.set(Timer::Upload, Some(at));
             }
             p.queue.pop_front();
             if p.queue.is_empty() {

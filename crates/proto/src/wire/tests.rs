@@ -42,6 +42,10 @@ fn messages_round_trip() {
     round_trip(Message::Live(LiveMessage::Request { seq: u64::MAX }));
     round_trip(Message::Live(LiveMessage::Reject { seq: 7 }));
     round_trip(Message::Live(LiveMessage::Cancel { seq: 8 }));
+    let sub = Substream { index: 3, of: 8 };
+    round_trip(Message::Live(LiveMessage::Subscribe(sub)));
+    round_trip(Message::Live(LiveMessage::Unsubscribe(sub)));
+    assert_eq!(Substream::of_seq(1_700_000_000_011, 8), sub);
     round_trip(Message::Live(LiveMessage::Piece(Bytes::from_static(
         b"abc",
     ))));
@@ -294,6 +298,7 @@ fn variant(e: &DecodeError) -> &'static str {
         DecodeError::UnknownLiveMessage(_) => "UnknownLiveMessage",
         DecodeError::WrongLength { .. } => "WrongLength",
         DecodeError::TooManyHaveEntries { .. } => "TooManyHaveEntries",
+        DecodeError::BadSubstream { .. } => "BadSubstream",
         DecodeError::HaveCountMismatch { .. } => "HaveCountMismatch",
     }
 }
@@ -386,6 +391,29 @@ fn every_decode_error_is_reachable() {
             },
         ),
         (
+            decode(&live(LIVE_SUBSCRIBE, &[1]), 100).map(|m| m.0),
+            DecodeError::WrongLength {
+                what: "SUBSCRIBE",
+                len: 1,
+                expected: 2,
+            },
+        ),
+        (
+            decode(&live(LIVE_UNSUBSCRIBE, &[4, 4]), 100).map(|m| m.0),
+            DecodeError::BadSubstream { index: 4, of: 4 },
+        ),
+        (
+            decode(&live(LIVE_SUBSCRIBE, &[0, 0]), 100).map(|m| m.0),
+            DecodeError::BadSubstream { index: 0, of: 0 },
+        ),
+        (
+            decode(&live(LIVE_SUBSCRIBE, &[0, MAX_SUBSTREAMS + 1]), 100).map(|m| m.0),
+            DecodeError::BadSubstream {
+                index: 0,
+                of: MAX_SUBSTREAMS + 1,
+            },
+        ),
+        (
             decode(&have_9000, 100).map(|m| m.0),
             DecodeError::TooManyHaveEntries {
                 count: 9000,
@@ -424,6 +452,7 @@ fn every_decode_error_is_reachable() {
         "WrongLength",
         "TooManyHaveEntries",
         "HaveCountMismatch",
+        "BadSubstream",
     ];
     assert_eq!(seen, all.into_iter().collect());
     assert_eq!(
