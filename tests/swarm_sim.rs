@@ -145,9 +145,10 @@ fn concert_swarm_delivers_every_byte_and_the_swarm_carries_the_load() {
         out.injector_copies
     );
     // Seeded: the exact figures (2026-12-07); a change shows here and its commit explains it.
-    // The goals: startup <= 1.5 s, lag <= 2.5 s, the injector at most 1.5 copies.
+    // The goals: startup <= 1.5 s, lag <= 2.5 s, the injector at most 1.5 copies (1.02
+    // before a piece waited for the connection to drain the one before it).
     let copies = (out.injector_copies * 100.0).round() / 100.0;
-    assert_eq!((startup, lag, copies), (556, 100, 1.02));
+    assert_eq!((startup, lag, copies), (556, 100, 1.03));
 }
 
 #[test]
@@ -158,9 +159,10 @@ fn low_latency_target_holds_continuity() {
         "startup median {startup} ms, lag median {lag} ms, injector copies {:.2}",
         out.injector_copies
     );
-    // Seeded, exact (2026-12-07); the goals: startup <= 1 s, lag <= 0.8 s.
+    // Seeded, exact (2026-12-07); the goals: startup <= 1 s, lag <= 0.8 s (1.02 copies
+    // before a piece waited for the connection to drain the one before it).
     let copies = (out.injector_copies * 100.0).round() / 100.0;
-    assert_eq!((startup, lag, copies), (199, 100, 1.02));
+    assert_eq!((startup, lag, copies), (199, 100, 1.03));
 }
 
 #[test]

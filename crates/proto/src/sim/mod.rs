@@ -121,6 +121,12 @@ struct Node {
     /// Output delay behind the injector's clock, one count per data piece, in DELAY_BUCKET
     /// steps (the last bucket holds everything beyond).
     delays: Vec<u32>,
+    /// How old pieces were when they arrived (wall clock minus their timestamp), pushed and
+    /// requested, in DELAY_BUCKET steps as `delays`.
+    arrival_ages: [Vec<u32>; 2],
+    /// How long what the node sent waited to leave (behind its uplink and its connection's
+    /// TCP rate), per message, as `delays`.
+    send_waits: Vec<u32>,
     /// The status the node had when it left.
     left_with: Option<SwarmStatus>,
 }
@@ -165,6 +171,12 @@ enum Event {
     ConnectFailed {
         from: NodeId,
         to: SocketAddr,
+    },
+    /// Bytes node `node` transmitted on connection `conn` have left it.
+    Sent {
+        node: NodeId,
+        conn: PeerId,
+        len: usize,
     },
     Announce(NodeId),
     Leave(NodeId),
@@ -281,6 +293,8 @@ impl Sim {
                 conn_free_at: HashMap::new(),
                 conn_last_arrival: HashMap::new(),
                 delays: Vec::new(),
+                arrival_ages: Default::default(),
+                send_waits: Vec::new(),
                 left_with: None,
             });
             sim.schedule(join, Event::Join(i));
@@ -355,6 +369,8 @@ impl Sim {
                 config.rng_seed = self.seed.wrapping_mul(1000).wrapping_add(i as u64);
                 config.verify_memo = Some(self.verify_memo.clone());
                 config.substreams = self.substreams;
+                config.record_arrivals = true;
+                config.send_backlog = Some(crate::swarm::DEFAULT_SEND_BACKLOG);
                 let mut id = *b"-NL0100-000000000000";
                 id[8..16].copy_from_slice(&(i as u64).to_be_bytes());
                 config.peer_id = id;
@@ -509,6 +525,14 @@ impl Sim {
                     self.drain(to);
                 }
             }
+            Event::Sent { node, conn, len } => {
+                if self.nodes[node].conns.contains_key(&conn)
+                    && let Some(s) = self.nodes[node].swarm.as_mut()
+                {
+                    s.handle(now, Input::Sent(conn, len));
+                    self.drain(node);
+                }
+            }
             Event::Closed { to, conn } => {
                 if self.nodes[to].swarm.is_some() && self.nodes[to].conns.remove(&conn).is_some() {
                     self.nodes[to].conn_free_at.remove(&conn);
@@ -564,6 +588,17 @@ impl Sim {
 
     fn drain(&mut self, i: NodeId) {
         let now = self.now;
+        let wall_us = self.wall_us();
+        let node = &mut self.nodes[i];
+        for a in node
+            .swarm
+            .as_mut()
+            .map(|s| s.take_arrivals())
+            .unwrap_or_default()
+        {
+            let age = Duration::from_micros(wall_us.saturating_sub(a.timestamp_us));
+            add_to_histogram(&mut node.arrival_ages[a.pushed as usize], age);
+        }
         loop {
             let Some(out) = self.nodes[i].swarm.as_mut().and_then(|s| s.poll_output()) else {
                 break;
@@ -573,10 +608,29 @@ impl Sim {
                     let Some(&(j, remote)) = self.nodes[i].conns.get(&peer) else {
                         continue;
                     };
+                    let len = data.len();
                     let Some(hostile) = self.nodes[i].spec.hostile else {
-                        self.send(i, peer, j, remote, data);
+                        let left = self.send(i, peer, j, remote, data);
+                        self.schedule(
+                            left,
+                            Event::Sent {
+                                node: i,
+                                conn: peer,
+                                len,
+                            },
+                        );
                         continue;
                     };
+                    // What a hostile node's core sent counts as gone at once: its bytes on
+                    // the wire are others.
+                    self.schedule(
+                        now,
+                        Event::Sent {
+                            node: i,
+                            conn: peer,
+                            len,
+                        },
+                    );
                     let state = self.nodes[i].forging.entry(peer).or_default();
                     let data = walk_frames(data, state, hostile.pieces());
                     let at_boundary = !state.piece_next;
@@ -612,16 +666,10 @@ impl Sim {
                     }
                 }
                 Output::Deliver(d) => {
-                    let wall_us = self.wall_us();
                     let node = &mut self.nodes[i];
                     if let Delivery::Data { timestamp_us, .. } = &d {
                         let delay = Duration::from_micros(wall_us.saturating_sub(*timestamp_us));
-                        let bucket = ((delay.as_micros() / DELAY_BUCKET.as_micros()) as usize)
-                            .min(DELAY_BUCKETS - 1);
-                        if node.delays.len() <= bucket {
-                            node.delays.resize(bucket + 1, 0);
-                        }
-                        node.delays[bucket] += 1;
+                        add_to_histogram(&mut node.delays, delay);
                     }
                     if self.record_output {
                         if let Delivery::Data { payload, .. } = &d {
@@ -670,8 +718,9 @@ impl Sim {
     }
 
     /// Puts bytes node `i` sends on connection `peer` on the wire to node `j`'s `remote`.
-    fn send(&mut self, i: NodeId, peer: PeerId, j: NodeId, remote: PeerId, data: Bytes) {
-        let at = self.arrival(i, peer, j, data.len());
+    /// Returns when the last of the bytes left node `i`.
+    fn send(&mut self, i: NodeId, peer: PeerId, j: NodeId, remote: PeerId, data: Bytes) -> Instant {
+        let (left, at) = self.arrival(i, peer, j, data.len());
         self.schedule(
             at,
             Event::Data {
@@ -680,13 +729,15 @@ impl Sim {
                 data,
             },
         );
+        left
     }
 
     /// When `len` bytes node `i` sends on connection `peer` (to node `j`) arrive: after its
     /// uplink and the connection's TCP rate let them go, the link's delay, and, if a segment
     /// is lost, one more round trip (fast retransmit). Under loss a connection's rate is
     /// TCP's (Mathis et al.: MSS / RTT × 1.22 / √p). In order per connection, as TCP is.
-    fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> Instant {
+    /// Also returns when the bytes left node `i` (for [`Input::Sent`]).
+    fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> (Instant, Instant) {
         let now = self.now;
         let link = self.link_delay(i, j);
         let loss = 1.0 - (1.0 - self.nodes[i].spec.loss) * (1.0 - self.nodes[j].spec.loss);
@@ -712,14 +763,53 @@ impl Sim {
         let free = node.conn_free_at.get(&peer).copied().unwrap_or(now);
         let sent = free.max(now) + window;
         node.conn_free_at.insert(peer, sent);
-        let mut at = on_wire.max(sent) + link;
+        let left = on_wire.max(sent);
+        add_to_histogram(&mut node.send_waits, left - now);
+        let mut at = left + link;
         if lost {
             at += rtt;
         }
         let last = node.conn_last_arrival.entry(peer).or_insert(at);
         at = at.max(*last);
         *last = at;
-        at
+        (left, at)
+    }
+
+    /// How old the pieces node `i` verified were when they arrived, requested
+    /// (`pushed == false`) or pushed: a histogram as [`Sim::delays`].
+    pub fn arrival_ages(&self, i: NodeId, pushed: bool) -> &[u32] {
+        &self.nodes[i].arrival_ages[pushed as usize]
+    }
+
+    /// Node `i`'s depth in each substream's tree now: hops from the injector along the
+    /// parents (`None`: no parent, or a path that does not reach the injector).
+    pub fn depths(&self, i: NodeId) -> Vec<Option<u32>> {
+        let parent = |n: NodeId, k: usize| -> Option<NodeId> {
+            let s = self.nodes[n].swarm.as_ref()?;
+            let conn = (*s.substream_parents().get(k)?)?;
+            self.nodes[n].conns.get(&conn).map(|&(j, _)| j)
+        };
+        let Some(s) = self.nodes[i].swarm.as_ref() else {
+            return Vec::new();
+        };
+        (0..s.substream_parents().len())
+            .map(|k| {
+                let (mut n, mut hops) = (i, 0);
+                while self.nodes[n].spec.role != Role::Injector {
+                    n = parent(n, k)?;
+                    hops += 1;
+                    if hops > 64 {
+                        return None; // a loop
+                    }
+                }
+                Some(hops)
+            })
+            .collect()
+    }
+
+    /// How long node `i`'s messages waited to leave it: a histogram as [`Sim::delays`].
+    pub fn send_waits(&self, i: NodeId) -> &[u32] {
+        &self.nodes[i].send_waits
     }
 
     /// Node `i`'s output delays behind the injector's clock: a count of data pieces per
@@ -789,6 +879,15 @@ impl Sim {
     pub fn wall_us(&self) -> u64 {
         WALL_START_US + (self.now - self.start).as_micros() as u64
     }
+}
+
+/// Counts `delay` in a DELAY_BUCKET histogram (the last bucket holds everything beyond).
+fn add_to_histogram(counts: &mut Vec<u32>, delay: Duration) {
+    let bucket = ((delay.as_micros() / DELAY_BUCKET.as_micros()) as usize).min(DELAY_BUCKETS - 1);
+    if counts.len() <= bucket {
+        counts.resize(bucket + 1, 0);
+    }
+    counts[bucket] += 1;
 }
 
 #[cfg(test)]

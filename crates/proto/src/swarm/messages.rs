@@ -279,6 +279,14 @@ impl Swarm {
                 return self.ban(id, DisconnectReason::BadPiece { seq, error });
             }
         };
+        if self.config.record_arrivals {
+            let timestamp_us = header.timestamp_us;
+            (self.arrivals).push(Arrival {
+                seq: header.seq,
+                timestamp_us,
+                pushed,
+            });
+        }
         if pushed {
             let heard = self.known.get(header.seq).map(|m| m.first_heard);
             (self.push).pushed(header.seq, heard.map_or(Duration::ZERO, |t| now - t));

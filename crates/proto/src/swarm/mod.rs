@@ -84,6 +84,15 @@ pub struct Config {
     pub rng_seed: u64,
     /// Substreams the stream is pushed along (piece `seq % substreams`); 0: pull only.
     pub substreams: u8,
+    /// Flow control: a piece goes to a peer only while at most this many bytes handed to
+    /// the driver for it have not left yet (reported by [`Input::Sent`]), so a slow
+    /// connection is not fed faster than it drains: pushes and requests wait in the core,
+    /// where they can be dropped or refused in time, not in a socket buffer. `None`: the
+    /// driver does not report, and nothing is held back.
+    pub send_backlog: Option<usize>,
+    /// Keep each verified piece's arrival for [`Swarm::take_arrivals`] (diagnostics: the
+    /// simulator's figures of how old pieces are when they arrive).
+    pub record_arrivals: bool,
     /// Signature checks shared with other cores in this process (the simulator's nodes);
     /// `None`, each piece is checked here.
     pub verify_memo: Option<std::sync::Arc<crate::piece::VerifyMemo>>,
@@ -108,9 +117,20 @@ impl Config {
             max_store_bytes: 24 << 20,
             rng_seed: 0,
             substreams: 0,
+            send_backlog: None,
+            record_arrivals: false,
             verify_memo: None,
         }
     }
+}
+
+/// A piece verified on arrival (see [`Config::record_arrivals`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    pub seq: u64,
+    pub timestamp_us: u64,
+    /// Pushed by our parent for its substream, not requested.
+    pub pushed: bool,
 }
 
 /// Who opened a connection.
@@ -141,6 +161,9 @@ pub enum Input {
     Data(PeerId, Bytes),
     /// The connection is gone: closed by the peer, an I/O error, or after our `Disconnect`.
     Closed(PeerId),
+    /// Bytes transmitted to the peer have left: written to the network, not only queued
+    /// (see [`Config::send_backlog`]).
+    Sent(PeerId, usize),
     /// Injector: a piece it just made and signed.
     LocalPiece(SignedPiece),
     /// Only time passed (the instant [`Swarm::poll_timeout`] named, or later).
@@ -200,6 +223,10 @@ pub enum DisconnectReason {
     #[error("claimed {claims} pieces that cannot exist yet")]
     ImplausibleClaims { claims: u32 },
 }
+
+/// A good [`Config::send_backlog`] for drivers that report [`Input::Sent`]: half a default
+/// piece, so a piece goes once the one before it is mostly on the wire.
+pub const DEFAULT_SEND_BACKLOG: usize = 16 * 1024;
 
 const RECHOKE: Duration = Duration::from_secs(10);
 const ANNOUNCE_TICK: Duration = Duration::from_millis(100);
@@ -298,6 +325,7 @@ pub struct Swarm {
     timers: Timers,
     eos_seq: Option<u64>,
     outputs: VecDeque<Output>,
+    arrivals: Vec<Arrival>,
     stats: status::Counters,
 }
 
@@ -331,6 +359,7 @@ impl Swarm {
             timers,
             eos_seq: None,
             outputs: VecDeque::new(),
+            arrivals: Vec::new(),
             stats: status::Counters::default(),
             config,
         }
@@ -393,6 +422,11 @@ impl Swarm {
                     self.forget_peer(id, &p);
                 }
             }
+            Input::Sent(id, n) => {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.unsent = p.unsent.saturating_sub(n);
+                }
+            }
             Input::LocalPiece(piece) => self.add_local_piece(piece),
             Input::Timeout => self.download.need_pick(),
         }
@@ -413,6 +447,18 @@ impl Swarm {
             (a, b) => a.or(b)?,
         };
         Some(t.max(self.now + Duration::from_millis(1)))
+    }
+
+    /// Our parent's connection for each substream (see [`push`]).
+    pub fn substream_parents(&self) -> Vec<Option<PeerId>> {
+        (0..self.push.substreams() as usize)
+            .map(|i| self.push.parent(i).map(|p| p.peer))
+            .collect()
+    }
+
+    /// The pieces verified since the last call (with `Config::record_arrivals`).
+    pub fn take_arrivals(&mut self) -> Vec<Arrival> {
+        std::mem::take(&mut self.arrivals)
     }
 
     /// The node's state and whether its stream ended (see [`Swarm::status`] for the rest).
@@ -601,6 +647,11 @@ impl Swarm {
         }
     }
 
+    /// Whether a piece may go to `p` now (see [`Config::send_backlog`]).
+    fn can_send_to(&self, p: &Peer) -> bool {
+        can_send_to(self.config.send_backlog, p)
+    }
+
     fn forget_peer(&mut self, id: PeerId, p: &Peer) {
         self.download.forget_peer(id, p);
         self.upload.forget_peer(id);
@@ -621,6 +672,7 @@ impl Swarm {
             if !p.outbox.is_empty() {
                 p.last_sent = now;
                 for data in p.outbox.take() {
+                    p.unsent += data.len();
                     self.outputs.push_back(Output::Transmit { peer: id, data });
                 }
             }
@@ -636,6 +688,12 @@ fn have_entry(p: &SignedPiece) -> HaveEntry {
         timestamp_us: h.timestamp_us,
         flags: h.flags,
     }
+}
+
+/// Whether a piece may go to `p` now: what it was sent and what waits in its outbox is
+/// within the backlog (see [`Config::send_backlog`]).
+fn can_send_to(send_backlog: Option<usize>, p: &Peer) -> bool {
+    send_backlog.is_none_or(|max| p.unsent + p.outbox.len() <= max)
 }
 
 fn send_live(p: &mut Peer, msg: LiveMessage) {

@@ -67,6 +67,8 @@ pub struct Peer {
     pub srtt_us: Option<u64>,
     /// The peer's standing, from what it delivered against what it claimed.
     pub standing: Standing,
+    /// Bytes transmitted to it that the driver has not reported sent (flow control).
+    pub unsent: usize,
 }
 
 /// How far a peer's word goes. Requests in flight to it are bounded by a window that grows
@@ -172,6 +174,11 @@ impl Outbox {
         self.ready.is_empty() && self.tail.is_empty()
     }
 
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.ready.iter().map(Bytes::len).sum::<usize>() + self.tail.len()
+    }
+
     /// Everything queued, in order, leaving the outbox empty.
     pub fn take(&mut self) -> Vec<Bytes> {
         let mut all = std::mem::take(&mut self.ready);
@@ -253,6 +260,7 @@ impl Peer {
             connected_at: now,
             srtt_us: None,
             standing: Standing::default(),
+            unsent: 0,
         }
     }
 

@@ -78,16 +78,19 @@ pub fn wanted_or_awaited(
         if holders == 0 {
             continue; // nobody to ask
         }
-        if let Some(until) = push.and_then(|p| p.awaits(seq, meta.first_heard, now)) {
-            recheck = Some(recheck.map_or(until, |r| r.min(until)));
-            continue; // its parent pushes it
-        }
         let due = playout.and_then(|p| p.due(seq, store));
         if let (Some(due), Some(newest)) = (due, newest_held)
             && due <= now
             && newest > seq
         {
             continue; // past its deadline: playout skips it
+        }
+        // Left to its parent's push until it becomes urgent (or for a grace, when nothing
+        // is due yet).
+        let urgent_at = due.map(|due| due - urgent_within);
+        if let Some(until) = push.and_then(|p| p.awaits(seq, meta.first_heard, urgent_at, now)) {
+            recheck = Some(recheck.map_or(until, |r| r.min(until)));
+            continue;
         }
         let is_urgent = match due {
             None => playout.is_some(), // before the first output everything is urgent

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::peer::{Peer, PeerId};
-use super::{LiveMessage, Role, RoleState, Swarm, Timer, send_live, send_piece};
+use super::{LiveMessage, Role, RoleState, Swarm, Timer, can_send_to, send_live, send_piece};
 use crate::wire::Substream;
 
 /// Repairs in a row a parent may leave to pull before it is replaced.
@@ -56,6 +56,8 @@ pub struct Parent {
     pub lag_us: u64,
     /// Pieces of the substream repaired by pull since the parent's last push.
     pub misses: u32,
+    /// The newest piece it pushed: one before it that has not come was skipped.
+    pub newest_pushed: u64,
 }
 
 /// One child's push queue and what it was pushed.
@@ -176,6 +178,7 @@ impl Push {
             after_seq,
             lag_us: self.tell_lag.get(&peer).copied().unwrap_or(0),
             misses: 0,
+            newest_pushed: after_seq,
         });
         self.counters.parent_changes += 1;
     }
@@ -194,6 +197,7 @@ impl Push {
         let Some(i) = self.index(seq) else { return };
         if let Some(p) = &mut self.parents[i] {
             p.misses = 0;
+            p.newest_pushed = p.newest_pushed.max(seq);
             p.lag_us = (p.lag_us * 7 + waited.as_micros() as u64) / 8;
         }
     }
@@ -208,9 +212,23 @@ impl Push {
         })
     }
 
-    /// Until when the picker leaves `seq` to the push (`None`: pull may fetch it now).
-    pub fn awaits(&self, seq: u64, first_heard: Instant, now: Instant) -> Option<Instant> {
-        let until = first_heard + self.grace(seq)?;
+    /// Until when the picker leaves `seq` to the push (`None`: pull may fetch it now): until
+    /// `urgent_at` if it is due (pull must still make it in time), else the grace after
+    /// first hearing of it; never once the parent pushed a later piece of the substream
+    /// (it skipped this one).
+    pub fn awaits(
+        &self,
+        seq: u64,
+        first_heard: Instant,
+        urgent_at: Option<Instant>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let grace = self.grace(seq)?;
+        let parent = self.parents[self.index(seq)?]?;
+        if parent.newest_pushed > seq {
+            return None;
+        }
+        let until = urgent_at.unwrap_or(first_heard + grace);
         (now < until).then_some(until)
     }
 
@@ -303,10 +321,11 @@ impl Push {
     pub fn next(
         &mut self,
         now: Instant,
+        can_send: impl Fn(PeerId) -> bool,
         overloaded: &mut Vec<(PeerId, usize)>,
     ) -> Option<(PeerId, u64)> {
         let waiting: Vec<PeerId> = (self.children.iter())
-            .filter(|(_, c)| !c.queue.is_empty())
+            .filter(|(id, c)| !c.queue.is_empty() && can_send(**id))
             .map(|(&id, _)| id)
             .collect();
         if waiting.is_empty() {
@@ -502,7 +521,12 @@ impl Swarm {
         let now = self.now;
         let mut overloaded = Vec::new();
         let mut open = true;
-        while let Some((child, seq)) = self.push.next(now, &mut overloaded) {
+        loop {
+            let (peers, backlog) = (&self.peers, self.config.send_backlog);
+            let can_send = |id| peers.get(id).is_some_and(|p| can_send_to(backlog, p));
+            let Some((child, seq)) = self.push.next(now, can_send, &mut overloaded) else {
+                break;
+            };
             let (Some(piece), true) = (self.store.get(seq), self.peers.contains(child)) else {
                 self.push.unqueue(child, seq);
                 continue;
@@ -629,17 +653,24 @@ mod tests {
         p.subscribed(1, 7, 5);
         assert!(p.is_parent_of(7, 5) && !p.is_parent_of(7, 6) && !p.is_parent_of(8, 5));
         // Known of when we subscribed: fetched by pull.
-        assert_eq!(p.awaits(5, t0, t0), None);
+        assert_eq!(p.awaits(5, t0, None, t0), None);
         // Newer: left to the push for the least grace while its lag is unknown.
-        assert_eq!(p.awaits(9, t0, t0), Some(t0 + GRACE_MIN));
-        assert_eq!(p.awaits(9, t0, t0 + GRACE_MIN), None);
-        assert_eq!(p.awaits(10, t0, t0), None, "another substream");
+        assert_eq!(p.awaits(9, t0, None, t0), Some(t0 + GRACE_MIN));
+        assert_eq!(p.awaits(9, t0, None, t0 + GRACE_MIN), None);
+        assert_eq!(p.awaits(10, t0, None, t0), None, "another substream");
+        // Due: left to the push until it becomes urgent, however long the grace.
+        let urgent = t0 + Duration::from_secs(3);
+        assert_eq!(p.awaits(9, t0, Some(urgent), t0), Some(urgent));
+        // Once a later piece of the substream is pushed, this one was skipped: pull it.
+        p.pushed(13, MS);
+        assert_eq!(p.awaits(9, t0, Some(urgent), t0), None);
+        assert_eq!(p.awaits(17, t0, Some(urgent), t0), Some(urgent));
         // A slow parent gets a longer grace, never beyond GRACE_MAX.
         for _ in 0..40 {
             p.pushed(9, 600 * MS);
         }
         assert_eq!(p.grace(9), Some(GRACE_MAX));
-        assert_eq!(p.counters.pushes_received, 40);
+        assert_eq!(p.counters.pushes_received, 41);
     }
 
     #[test]
@@ -684,7 +715,7 @@ mod tests {
         p.queue(2, 11, t0);
         let mut overloaded = Vec::new();
         let mut order = Vec::new();
-        while let Some((child, seq)) = p.next(t0, &mut overloaded) {
+        while let Some((child, seq)) = p.next(t0, |_| true, &mut overloaded) {
             p.sent(child, seq);
             order.push((child, seq));
         }
@@ -694,7 +725,7 @@ mod tests {
         for seq in 20..20 + MAX_DROPS as u64 {
             p.queue(1, seq * 2, t0);
         }
-        assert_eq!(p.next(t0 + PUSH_WAIT, &mut overloaded), None);
+        assert_eq!(p.next(t0 + PUSH_WAIT, |_| true, &mut overloaded), None);
         assert_eq!(overloaded, vec![(1, 0)]);
         assert_eq!(p.counters.pushes_dropped, MAX_DROPS as u64);
         // Unsubscribed: its queue for that substream goes; the last one removes it.

@@ -201,6 +201,8 @@ impl Swarm {
         let queued: Vec<PeerId> = self.upload.queued.iter().copied().collect();
         for id in queued {
             match self.peers.get(id) {
+                // Its connection still drains what it was sent: its turn waits.
+                Some(p) if !p.queue.is_empty() && !self.can_send_to(p) => {}
                 Some(p) if !p.queue.is_empty() => {
                     let tier = if p.trusted {
                         0
@@ -642,5 +644,32 @@ mod tests {
             }
         }
         order
+    }
+
+    #[test]
+    fn a_piece_waits_until_the_connection_drained_the_one_before_it() {
+        let t0 = Instant::now();
+        let mut c = config(Role::Seed, 0);
+        c.send_backlog = Some(0);
+        let mut s = seed_with_pieces(c, t0);
+        let (slow, other) = (active_peer(&mut s, 1), active_peer(&mut s, 2));
+        for seq in [1, 2] {
+            s.on_request(slow, seq);
+        }
+        s.on_request(other, 3);
+        s.serve_requests();
+        s.flush(); // handed to the driver, which reports the bytes as they leave
+        // One piece each: the slow connection's second waits, the other peer is not held up.
+        assert_eq!(queued(&s, slow), vec![2]);
+        assert!(queued(&s, other).is_empty());
+        let unsent = s.peers.get(slow).unwrap().unsent;
+        assert!(unsent > PAYLOAD, "{unsent}");
+        s.timers.set(Timer::Rechoke, None); // nobody choked meanwhile
+        s.handle(t0, Input::Sent(slow, unsent - 1));
+        assert_eq!(queued(&s, slow), vec![2], "one byte still to go");
+        s.handle(t0, Input::Sent(slow, 1));
+        assert!(queued(&s, slow).is_empty());
+        assert_eq!(pieces_sent(&mut s, slow), Vec::<u64>::new(), "flushed");
+        assert!(s.peers.get(slow).unwrap().unsent > PAYLOAD, "piece 2 went");
     }
 }
