@@ -450,6 +450,40 @@ fn simulate_refuses_values_it_cannot_run_naming_key_and_line() {
     );
 }
 
+#[test]
+fn simulate_over_seeds_summarises_the_spread_and_keeps_each_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc.toml");
+    std::fs::write(
+        &sc,
+        "receivers = 6\nduration_s = 4.0\njoin_from_s = 1.0\njoin_over_s = 1.0\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run(&["simulate", s(&sc), "--seeds", "3,4,5", "--out", s(&out)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for seed in [3, 4, 5] {
+        assert!(
+            stdout.contains(&format!("--- seed {seed}\n6 receivers")),
+            "{stdout}"
+        );
+        let report = std::fs::read_to_string(out.join(format!("seed-{seed}/report.json"))).unwrap();
+        assert!(report.contains(&format!("\"seed\": {seed},")), "{report}");
+    }
+    assert!(stdout.contains("=== over 3 seeds"), "{stdout}");
+    assert!(stdout.contains("\ncontinuity >= 0.995: "), "{stdout}");
+    let o = run(&["simulate", s(&sc), "--seeds", "3", "--seed", "4"]);
+    assert!(
+        !o.status.success(),
+        "--seed and --seeds together are refused"
+    );
+}
+
 /// The line after `prefix` in a file a node writes, once it is there.
 fn wait_for_line(path: &Path, prefix: &str) -> String {
     let mut found = String::new();

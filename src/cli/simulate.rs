@@ -22,8 +22,13 @@ pub struct SimulateArgs {
     #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<usize>,
     /// Use this seed instead of the file's.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "seeds")]
     pub seed: Option<u64>,
+    /// Run once per seed (comma-separated, two at a time) and summarise across them: one
+    /// seed's figures swing by several points. With --out, each run's report goes into
+    /// DIR/seed-N.
+    #[arg(long, value_delimiter = ',', conflicts_with = "sweep")]
+    pub seeds: Vec<u64>,
     /// Push along this many substreams instead of the file's `substreams` (0: pull only).
     #[arg(long)]
     pub substreams: Option<u8>,
@@ -189,6 +194,9 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         sc.seed = seed;
     }
+    if !args.seeds.is_empty() {
+        return over_seeds(&sc, &args.seeds, args.out.as_deref());
+    }
     let (report, wall) = run(&sc)?;
     print_summary(&report, wall);
     let mut sweep = Vec::new();
@@ -208,6 +216,57 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `sc` once per seed, two at a time, and prints each run's summary and the spread.
+fn over_seeds(sc: &Scenario, seeds: &[u64], out: Option<&Path>) -> anyhow::Result<()> {
+    let mut runs: Vec<(Report, f64)> = Vec::new();
+    for pair in seeds.chunks(2) {
+        let results: Vec<anyhow::Result<(Report, f64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (pair.iter())
+                .map(|&seed| scope.spawn(move || run(&Scenario { seed, ..sc.clone() })))
+                .collect();
+            (handles.into_iter())
+                .map(|h| h.join().expect("a simulation thread panicked"))
+                .collect()
+        });
+        for r in results {
+            runs.push(r?);
+        }
+    }
+    for (report, wall) in &runs {
+        println!("--- seed {}", report.scenario.seed);
+        print_summary(report, *wall);
+        if let Some(dir) = out {
+            let dir = dir.join(format!("seed-{}", report.scenario.seed));
+            write_outputs(&dir, report, &[])?;
+        }
+    }
+    let figure = |f: &dyn Fn(&Report) -> f64| {
+        let v: Vec<f64> = runs.iter().map(|(r, _)| f(r)).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let (lo, hi) = (
+            v.iter().cloned().fold(f64::INFINITY, f64::min),
+            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        );
+        (mean, lo, hi)
+    };
+    let (share, share_lo, share_hi) = figure(&|r| r.summary.continuity_995 * 100.0);
+    let (mean, mean_lo, mean_hi) = figure(&|r| r.summary.continuity_mean);
+    let (delay, delay_lo, delay_hi) =
+        figure(&|r| r.summary.delay_median_ms.unwrap_or(0) as f64 / 1000.0);
+    let (origin, origin_lo, origin_hi) = figure(&|r| r.summary.origin_copies);
+    println!("=== over {} seeds: mean (lowest to highest)", runs.len());
+    println!(
+        "continuity >= 0.995: {share:.1} % ({share_lo:.1} to {share_hi:.1}); mean continuity {mean:.3} ({mean_lo:.3} to {mean_hi:.3})"
+    );
+    println!(
+        "median delay {delay:.2} s ({delay_lo:.2} to {delay_hi:.2}); origin {origin:.2} copies ({origin_lo:.2} to {origin_hi:.2})"
+    );
+    if let Some(dir) = out {
+        println!("wrote {}/seed-N", dir.display());
+    }
+    Ok(())
+}
+
 fn ms(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| format!("{v} ms"))
 }
@@ -219,10 +278,11 @@ fn print_summary(r: &Report, wall: f64) {
         s.receivers, r.scenario.duration_s, r.scenario.bitrate_kbit, r.scenario.seed
     );
     println!(
-        "continuity >= 0.995: {:.1} % of receivers, >= 0.999: {:.1} %, worst {:.3}",
+        "continuity >= 0.995: {:.1} % of receivers, >= 0.999: {:.1} %, worst {:.3}, mean {:.3}",
         s.continuity_995 * 100.0,
         s.continuity_999 * 100.0,
-        s.continuity_min
+        s.continuity_min,
+        s.continuity_mean
     );
     println!(
         "upload in copies of the stream: origin {:.2}, seedboxes {:.2}, receivers {:.2}",

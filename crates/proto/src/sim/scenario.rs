@@ -317,6 +317,7 @@ pub struct Summary {
     pub continuity_995: f64,
     pub continuity_999: f64,
     pub continuity_min: f64,
+    pub continuity_mean: f64,
     /// Payload bytes the injector uploaded, in copies of the stream.
     pub origin_copies: f64,
     pub seedbox_copies: f64,
@@ -443,6 +444,7 @@ impl Scenario {
             continuity_995: share(0.995),
             continuity_999: share(0.999),
             continuity_min: receivers.iter().map(|p| p.continuity).fold(1.0, f64::min),
+            continuity_mean: receivers.iter().map(|p| p.continuity).sum::<f64>() / n,
             origin_copies: copies(Role::Injector),
             seedbox_copies: copies(Role::Seed),
             receiver_copies: copies(Role::Receiver),
