@@ -520,26 +520,28 @@ mod tests {
         assert_eq!(s.receivers, 40);
         assert_eq!(s.never_started, 0, "{s:?}");
         // Where it stands today (2026-12-07), exactly, as the run is seeded: a change in
-        // behaviour shows here as a changed figure, which its commit explains. 18 of 40 at
-        // 0.995 or better, the worst at 0.949 (17 and 0.913 before a piece waited for the
+        // behaviour shows here as a changed figure, which its commit explains. 19 of 40 at
+        // 0.995 or better, the worst at 0.903, origin 1.22 copies (18, 0.949 and 1.51 before
+        // suspects were choked and the injector refused what its peers announce: fewer
+        // requests to the injector, one receiver worse; 17 and 0.913 before a piece waited for the
         // connection to drain the one before it; 19 and 0.781 before the peers without
         // upload stopped announcing pieces they cannot serve; 23 and 0.807 before uploaders
         // served first the peers that give); the goal of 99 % is ahead (see README, "At
         // scale"). The events doubled with the drivers' reports of bytes sent.
-        assert_eq!((s.continuity_995 * 40.0).round(), 18.0, "{s:?}");
+        assert_eq!((s.continuity_995 * 40.0).round(), 19.0, "{s:?}");
         assert_eq!(
             (s.continuity_min * 1e4).round(),
-            9489.0,
+            9032.0,
             "worst continuity: {s:?}"
         );
         assert_eq!(
             (s.startup_median_ms, s.delay_median_ms, s.events),
-            (Some(1163), Some(870), 318_478),
+            (Some(1204), Some(870), 319_254),
             "{s:?}"
         );
         assert_eq!(
             (s.origin_copies * 100.0).round(),
-            151.0,
+            122.0,
             "the swarm, not the origin, carries it: {s:?}"
         );
         let left = r.peers.iter().filter(|p| p.left_s.is_some()).count();

@@ -141,6 +141,14 @@ impl Standing {
         self.benched_until.is_some_and(|until| now < until)
     }
 
+    /// A request of ours for a piece it claimed went unanswered, and it has delivered none: a
+    /// staller, or an honest peer yet to show it is one. It gets no upload slot (see
+    /// `choker`) and is served last, so that what it takes comes out of what nobody else
+    /// needs; it is still asked now and then, and one delivered piece clears it.
+    pub fn is_suspect(&self) -> bool {
+        !self.proven && (self.unanswered > 0 || self.benches > 0)
+    }
+
     /// `n` claims beyond the horizon. Returns whether that is too many to keep the peer.
     pub fn lied(&mut self, n: u32) -> bool {
         self.implausible = self.implausible.saturating_add(n);

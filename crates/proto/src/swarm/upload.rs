@@ -11,6 +11,8 @@ const MAX_QUEUE_PER_PEER: usize = 32;
 const SOURCE_HOLD: Duration = Duration::from_millis(1000);
 /// How long the injector waits for the peer it fed first to ask for a new piece.
 const FANOUT_GRACE: Duration = Duration::from_millis(150);
+/// The injector refuses an untrusted peer a piece that this many of its peers announce.
+const INJECTOR_REPAIRS_BELOW: u32 = 3;
 
 /// A node whose upload limit cannot send a piece within this long serves nobody and
 /// announces nothing: a piece that slow is of little use to a live peer, while HAVEs to fifty
@@ -79,6 +81,11 @@ impl Swarm {
         if have && let RoleState::Injector { asked, .. } = &mut self.role {
             asked.insert(seq);
         }
+        // The injector repairs only what the swarm has not spread: a piece that enough of
+        // its peers announce is to be had from them (so a peer that everyone else chokes
+        // cannot make the origin its private server).
+        let spread = matches!(self.role, RoleState::Injector { .. })
+            && self.peers.holders().count(seq) >= INJECTOR_REPAIRS_BELOW;
         let now = self.now;
         if self.push.is_queued(id, seq) {
             return; // a push on its way: it will come
@@ -100,7 +107,11 @@ impl Swarm {
         } else if p.queue.iter().any(|(s, _)| *s == seq) {
             // Already queued: it will come. A Reject now would contradict the piece that
             // follows it.
-        } else if p.am_choking || !have || p.queue.len() >= MAX_QUEUE_PER_PEER {
+        } else if p.am_choking
+            || !have
+            || p.queue.len() >= MAX_QUEUE_PER_PEER
+            || (spread && !p.trusted)
+        {
             send_live(p, LiveMessage::Reject { seq });
         } else {
             p.queue.push_back((seq, now));
@@ -197,7 +208,7 @@ impl Swarm {
 
     /// The peer whose queued request goes next (see [`Swarm::serve_requests`]).
     fn next_to_serve(&mut self) -> Option<PeerId> {
-        let mut tiers: [Vec<PeerId>; 3] = Default::default();
+        let mut tiers: [Vec<PeerId>; 4] = Default::default();
         let queued: Vec<PeerId> = self.upload.queued.iter().copied().collect();
         for id in queued {
             match self.peers.get(id) {
@@ -208,8 +219,10 @@ impl Swarm {
                         0
                     } else if p.standing.proven {
                         1
-                    } else {
+                    } else if !p.standing.is_suspect() {
                         2
+                    } else {
+                        3
                     };
                     tiers[tier].push(id);
                 }
@@ -231,7 +244,9 @@ impl Swarm {
             let candidates: Vec<PeerId> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| p.is_active() && p.peer_interested && p.am_choking)
+                .filter(|(_, p)| {
+                    p.is_active() && p.peer_interested && p.am_choking && !p.standing.is_suspect()
+                })
                 .map(|(id, _)| id)
                 .collect();
             if !candidates.is_empty() {
@@ -268,7 +283,10 @@ impl Swarm {
         let p = self.peers.get_mut(id).unwrap();
         if p.is_active()
             && p.am_choking
-            && (p.trusted || (p.peer_interested && unchoked < self.config.upload_slots))
+            && (p.trusted
+                || (p.peer_interested
+                    && !p.standing.is_suspect()
+                    && unchoked < self.config.upload_slots))
         {
             p.am_choking = false;
             wire::encode(&Message::Unchoke, 0, p.outbox.buf());
@@ -393,14 +411,7 @@ mod tests {
     }
 
     fn pieces_sent(s: &mut Swarm, id: PeerId) -> Vec<u64> {
-        (sent_live(s, id).into_iter())
-            .filter_map(|m| match m {
-                LiveMessage::Piece(wire) => {
-                    Some(SignedPiece::check_structure(&wire, 1 << 20).unwrap().seq)
-                }
-                _ => None,
-            })
-            .collect()
+        pieces_sent_in(&sent_live(s, id))
     }
 
     fn queued(s: &Swarm, id: PeerId) -> Vec<u64> {
@@ -607,6 +618,94 @@ mod tests {
             (taker, 2),
         ];
         assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn a_peer_that_left_our_request_unanswered_and_never_delivered_is_served_last() {
+        let (staller, taker) = (0, 1);
+        let order = serve_one_a_second(&[&[1, 2], &[3, 4]], |s, ids| {
+            let now = s.now;
+            s.peers
+                .get_mut(ids[staller])
+                .unwrap()
+                .standing
+                .timed_out(now);
+        });
+        let expected = [(taker, 3), (taker, 4), (staller, 1), (staller, 2)];
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn a_suspect_is_neither_unchoked_at_once_nor_chosen_as_the_optimistic_unchoke() {
+        let t0 = Instant::now();
+        let mut s = seed_with_pieces(config(Role::Seed, 0), t0);
+        let (honest, staller) = (active_peer(&mut s, 1), active_peer(&mut s, 2));
+        s.peers.get_mut(staller).unwrap().standing.timed_out(t0);
+        for id in [honest, staller] {
+            let p = s.peers.get_mut(id).unwrap();
+            p.peer_interested = true;
+            p.am_choking = true;
+            s.rechoke_if_slot_free(id);
+        }
+        let choking = |s: &Swarm, id| s.peers.get(id).unwrap().am_choking;
+        assert!(!choking(&s, honest) && choking(&s, staller));
+        for _ in 0..OPTIMISTIC_EVERY * 3 {
+            s.rechoke();
+            assert_ne!(s.upload.optimistic, Some(staller));
+            assert!(choking(&s, staller));
+        }
+        // Once it delivers it is a peer like any other.
+        s.peers.get_mut(staller).unwrap().standing.delivered();
+        s.rechoke();
+        assert!(!choking(&s, staller));
+    }
+
+    #[test]
+    fn the_injector_refuses_untrusted_peers_a_piece_its_peers_announce_and_serves_the_rest() {
+        let t0 = Instant::now();
+        let mut s = Swarm::new(config(Role::Injector, 0), t0);
+        for seq in 0..=2 {
+            s.store.insert(piece(seq, &key()));
+        }
+        let asker = active_peer(&mut s, 1);
+        let trusted = active_peer(&mut s, 2);
+        s.peers.get_mut(trusted).unwrap().trusted = true;
+        let holders: Vec<PeerId> = (3..3 + INJECTOR_REPAIRS_BELOW as u8)
+            .map(|host| active_peer(&mut s, host))
+            .collect();
+        for id in [asker, trusted] {
+            s.peers.get_mut(id).unwrap().am_choking = false;
+        }
+        // Piece 1 is announced by all the holders but one, piece 2 by all of them.
+        for (i, &id) in holders.iter().enumerate() {
+            let seqs: Vec<u64> = if i == 0 { vec![2] } else { vec![1, 2] };
+            peer_claims(&mut s, id, seqs);
+        }
+        for seq in [1, 2] {
+            s.on_request(asker, seq);
+            s.on_request(trusted, seq);
+        }
+        s.serve_requests();
+        assert_eq!(pieces_sent(&mut s, trusted), vec![1, 2]);
+        let to_asker = sent_live(&mut s, asker);
+        assert!(
+            to_asker.contains(&LiveMessage::Reject { seq: 2 }),
+            "{to_asker:?}"
+        );
+        assert_eq!(pieces_sent_in(&to_asker), vec![1]);
+        // Refusing is not a penalty: an honest peer may ask the origin for what it lacks.
+        assert_eq!(s.peers.get(asker).unwrap().repeated_requests, 0);
+    }
+
+    fn pieces_sent_in(msgs: &[LiveMessage]) -> Vec<u64> {
+        (msgs.iter())
+            .filter_map(|m| match m {
+                LiveMessage::Piece(wire) => {
+                    Some(SignedPiece::check_structure(wire, 1 << 20).unwrap().seq)
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// A seed with an upload limit of one piece a second, and one peer per entry of `asks`,
