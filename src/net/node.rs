@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::inject::Injector;
 use crate::piece::SignedPiece;
 use crate::swarm::{
-    Config, Delivery, Direction, Input, Output, PeerId, Role, State, Swarm, SwarmStatus,
+    Config, DEFAULT_SEND_BACKLOG, Delivery, Direction, Input, Output, PeerId, Role, State, Swarm,
+    SwarmStatus,
 };
 use crate::torrent::LiveTorrent;
 use conn::Conn;
@@ -86,6 +87,8 @@ enum Event {
     Connected(SocketAddr, TcpStream),
     ConnectFailed(SocketAddr),
     Data(PeerId, Bytes),
+    /// Bytes written to the connection's socket (see [`Input::Sent`]).
+    Sent(PeerId, usize),
     Closed(PeerId),
 }
 
@@ -141,6 +144,9 @@ fn core_config(opts: &NodeOptions, listen: SocketAddr) -> Config {
     config.max_peers = opts.max_peers;
     config.upload_slots = opts.upload_slots;
     config.substreams = opts.substreams;
+    // The connections report what they wrote, and the kernel holds little unsent (see
+    // `conn`): a piece waits in the core until its connection drained the one before.
+    config.send_backlog = Some(DEFAULT_SEND_BACKLOG);
     config.rng_seed = u64::from_le_bytes(config.peer_id[12..20].try_into().unwrap());
     config
 }
@@ -351,6 +357,11 @@ impl Driver {
             Event::Data(id, data) => {
                 if self.conns.contains_key(&id) {
                     self.swarm.handle(now, Input::Data(id, data));
+                }
+            }
+            Event::Sent(id, len) => {
+                if self.conns.contains_key(&id) {
+                    self.swarm.handle(now, Input::Sent(id, len));
                 }
             }
             Event::Closed(id) => {

@@ -1,6 +1,10 @@
 //! One TCP connection's tasks: a reader (bytes in, with back-pressure through the driver's
 //! bounded event channel) and a writer (bytes out through a bounded queue; a peer that cannot
-//! keep up is disconnected rather than buffered without limit).
+//! keep up is disconnected rather than buffered without limit). The writer reports what it
+//! wrote, and the kernel keeps at most [`DEFAULT_SEND_BACKLOG`] bytes unsent
+//! (`TCP_NOTSENT_LOWAT`), so "written" means "about to leave": the core's flow control
+//! (`Config::send_backlog`) then holds a piece back until the connection drained the one
+//! before, instead of piling seconds of stream into a slow connection's socket buffer.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::Event;
-use crate::swarm::PeerId;
+use crate::swarm::{DEFAULT_SEND_BACKLOG, PeerId};
 
 /// Writes queued for one peer's socket at most (each a run of small messages or one piece, so
 /// a few pieces at most: requests per peer are bounded).
@@ -33,11 +37,12 @@ pub(super) struct Conn {
 
 impl Conn {
     pub fn spawn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Conn {
-        let _ = stream.set_nodelay(true);
+        configure(&stream);
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
+        let sent = events.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
@@ -63,6 +68,9 @@ impl Conn {
                     break;
                 }
                 written.fetch_sub(len, Ordering::Relaxed);
+                if sent.send(Event::Sent(id, len)).await.is_err() {
+                    break;
+                }
             }
             let _ = wr.shutdown().await;
         });
@@ -84,6 +92,13 @@ impl Conn {
     pub fn close(self) {
         self.reader.abort();
     }
+}
+
+/// Small messages go at once (no Nagle delay); the kernel keeps little unsent (see above).
+/// Both are best effort: without them the node still works, with more delay.
+fn configure(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(DEFAULT_SEND_BACKLOG as u32);
 }
 
 /// Writes every buffer in `chunks`, in order, and empties it.
@@ -154,6 +169,33 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    #[tokio::test]
+    async fn the_writer_reports_what_it_wrote_and_the_kernel_holds_little_unsent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (ours, (mut theirs, _)) = (ours.unwrap(), theirs.unwrap());
+        configure(&ours);
+        let lowat = socket2::SockRef::from(&ours).tcp_notsent_lowat().unwrap();
+        assert_eq!(lowat, DEFAULT_SEND_BACKLOG as u32);
+        let (events_tx, mut events) = mpsc::channel(16);
+        let conn = Conn::spawn(7, ours, events_tx);
+        assert!(conn.send(Bytes::from_static(b"piece one")));
+        assert!(conn.send(Bytes::from_static(b"two")));
+        let mut reported = 0;
+        while reported < 12 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv());
+            match event.await.expect("a report of what was written") {
+                Some(Event::Sent(7, len)) => reported += len,
+                other => panic!("{:?}", other.map(|_| "another event")),
+            }
+        }
+        assert_eq!(reported, 12);
+        let mut got = [0u8; 12];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"piece onetwo");
     }
 
     #[tokio::test]
