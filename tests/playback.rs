@@ -256,10 +256,13 @@ fn injector_restart_brings_the_picture_back_and_snapshots_show_what_is_on_screen
         "picture back {} ms after the injector restarted",
         restarted.elapsed().as_millis()
     );
-    let (_, colour) = fresh_snapshot(port, &snap);
+    let (luma, colour) = fresh_snapshot(port, &snap);
     assert!(
         colour > 0.5,
-        "after the restart the snapshot should show the picture again"
+        "after the restart the snapshot should show the picture again (luma {luma:.0}, \
+         colour {colour:.2}); status {}, receiver log {}",
+        http_status(port).unwrap(),
+        std::fs::read_to_string(d.join("recv.log")).unwrap_or_default()
     );
 }
 

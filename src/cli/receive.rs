@@ -483,12 +483,26 @@ async fn feed_player(
                 if st.swarm.state == State::Ended {
                     continue;
                 }
-                if last_slate.as_ref().is_none_or(|l| l.state != info.state || l.peers != info.peers) {
-                    sender.try_send(PlayerInput::Slate(info.clone()));
-                    last_slate = Some(info);
-                }
+                forward_slate(&mut last_slate, info, |i| sender.try_send(PlayerInput::Slate(i)));
             }
         }
+    }
+}
+
+/// Hands the player a slate that differs from the last one it took. One the player could
+/// not take (its queue full of stream after a stall) is offered again with the next status:
+/// remembering it as sent would leave the player showing a stale state, say "stalled" while
+/// the stream plays, for as long as the state does not change.
+fn forward_slate(
+    last: &mut Option<SlateInfo>,
+    info: SlateInfo,
+    send: impl FnOnce(SlateInfo) -> bool,
+) {
+    let changed = last
+        .as_ref()
+        .is_none_or(|l| l.state != info.state || l.peers != info.peers);
+    if changed && send(info.clone()) {
+        *last = Some(info);
     }
 }
 
@@ -632,6 +646,46 @@ async fn show_config_error(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn a_slate_the_player_could_not_take_is_offered_again_until_it_is() {
+        let info = |state| SlateInfo {
+            state,
+            peers: 1,
+            buffer_fill: 0.0,
+            error: None,
+        };
+        let mut last = None;
+        let mut offered = Vec::new();
+        forward_slate(&mut last, info(SlateState::Stalled), |i| {
+            offered.push(i.state);
+            true
+        });
+        // The stream came back while the player's queue was full: Playing is dropped...
+        forward_slate(&mut last, info(SlateState::Playing), |i| {
+            offered.push(i.state);
+            false
+        });
+        // ...and offered again with the next status, which says the same.
+        forward_slate(&mut last, info(SlateState::Playing), |i| {
+            offered.push(i.state);
+            true
+        });
+        // Taken: the same state is not sent again.
+        forward_slate(&mut last, info(SlateState::Playing), |i| {
+            offered.push(i.state);
+            true
+        });
+        assert_eq!(
+            offered,
+            [
+                SlateState::Stalled,
+                SlateState::Playing,
+                SlateState::Playing
+            ]
+        );
+        assert_eq!(last.map(|l| l.state), Some(SlateState::Playing));
+    }
 
     /// Serves one HTTP response with `body` to each connection.
     async fn serve(body: Vec<u8>) -> String {

@@ -399,7 +399,13 @@ impl Engine {
         let last_frame = *lock(&self.shared.last_frame);
         let fresh = last_frame.is_some_and(|t| now.duration_since(t) < STALE);
         let state = self.state(fresh, last_frame.is_some());
-        let allowed = !self.controller_state || state == SlateState::Playing;
+        // The controller's "stalled" means its clock says the next piece is overdue, not that
+        // the picture stopped: frames still coming from what the player holds keep showing
+        // (at the live edge the swarm's state can flip to stalled and back on every piece,
+        // and a slate flashed over a moving picture is worse than either). Joining,
+        // buffering and errors show the slate.
+        let allowed =
+            !self.controller_state || matches!(state, SlateState::Playing | SlateState::Stalled);
         self.shared
             .picture_allowed
             .store(allowed, Ordering::Relaxed);

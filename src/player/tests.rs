@@ -196,7 +196,28 @@ async fn slate_on_starvation_and_picture_again_on_a_restarted_stream() {
     let (_, colour, _) = fresh_snapshot(&h, &snap).await;
     assert!(colour > 0.2, "snapshot does not show the picture again");
 
-    // The controller's state rules: not playing means slate even with a picture.
+    // The controller's clock runs over (its state says stalled) while frames still come:
+    // the picture stays, frames keep reaching the screen.
+    tx.send(PlayerInput::Slate(SlateInfo {
+        state: SlateState::Stalled,
+        peers: 2,
+        buffer_fill: 0.0,
+        error: None,
+    }))
+    .await
+    .unwrap();
+    let frames_b = wait_for(&h, Duration::from_secs(3), "the stalled state", |s| {
+        s.state == SlateState::Stalled
+    })
+    .await
+    .frames_rendered;
+    let st = wait_for(&h, Duration::from_secs(3), "frames while stalled", |s| {
+        s.frames_rendered > frames_b + 5
+    })
+    .await;
+    assert_eq!(st.showing, "picture");
+
+    // Otherwise the controller's state rules: buffering means slate even with a picture.
     tx.send(PlayerInput::Slate(SlateInfo {
         state: SlateState::Buffering,
         peers: 2,

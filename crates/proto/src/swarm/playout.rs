@@ -111,8 +111,12 @@ impl Playout {
             return None;
         }
         let newest_ts = newest.timestamp_us;
+        // After a rehook the output never goes back: what was played is not played again
+        // (an injector restart leaves the old run's pieces known for a while).
+        let played = self.last_output.map(|(seq, _)| seq);
         let seq = known
             .rev_upto(edge)
+            .take_while(|&(s, _)| played.is_none_or(|p| s > p))
             .filter(|(_, m)| m.flags & crate::piece::FLAG_RANDOM_ACCESS != 0)
             .find(|(_, m)| newest_ts.saturating_sub(m.timestamp_us) >= self.latency_us)
             .map(|(s, _)| s)?;
@@ -495,6 +499,21 @@ mod tests {
         };
         assert_eq!(out.first(), Some(&gap));
         assert_eq!(seqs_of(&out), (50..=56).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_rehook_never_starts_at_or_before_what_was_output() {
+        let t0 = Instant::now();
+        let (mut p, _, _) = playing(LATENCY, 30, 36, t0);
+        p.rehook();
+        let later = t0 + Duration::from_secs(10);
+        // 30 is the keyframe a latency behind 40, but 30..=36 were played already.
+        let known = known_of(20..=40, later);
+        p.try_hook(later, &known, 40);
+        assert_eq!(p.try_hook(later + HOOK_GATHER, &known, 40), None);
+        // Once the stream is a latency past what was played, hook-in goes on from there.
+        let known = known_of(20..=50, later);
+        assert_eq!(p.try_hook(later + HOOK_GATHER, &known, 50), Some(40));
     }
 
     #[test]
