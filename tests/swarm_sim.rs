@@ -416,3 +416,29 @@ fn hostile_peers_of_every_kind_at_30_percent_leave_every_honest_output_whole() {
     use Hostile::*;
     concert_with_hostile(12, &[Forger, Greedy, Staller, Liar, Forger]);
 }
+
+#[test]
+fn a_seedbox_that_forges_what_the_injector_feeds_it_first_is_fed_first_no_more() {
+    // The concert's first seedbox (untrusted: the injector has no --trusted) flips a byte of
+    // every piece it sends. Receivers ban it at its first piece, but the injector feeds it
+    // every other new piece first and tells the others of that piece only a second later.
+    let mut nodes = concert(8, 1000);
+    nodes[1].hostile = Some(Hostile::Forger);
+    let mut sim = Sim::new(5, Duration::from_millis(1), stream(200), nodes);
+    sim.run_for(Duration::from_secs(40));
+    for i in 3..11 {
+        let st = sim.status(i).unwrap();
+        assert_eq!(st.state, State::Ended, "receiver {i}: {st:?}");
+        assert_eq!(
+            (st.pieces_missed, st.pieces_late),
+            (0, 0),
+            "receiver {i}: {st:?}"
+        );
+        let hook = st.hook_seq.unwrap();
+        assert_same(
+            sim.output(i),
+            &sim.expected_from(hook),
+            &format!("receiver {i}"),
+        );
+    }
+}

@@ -342,7 +342,7 @@ impl Swarm {
             .is_some_and(|i| self.push.children_of(i) > 0);
         // Unless it is pushed, feed one peer at once, preferring trusted seedboxes, then
         // seedboxes; the rest hear about the piece after SOURCE_HOLD, from the swarm or us.
-        if !pushed && let Some(target) = self.fanout_target() {
+        if !pushed && let Some(target) = self.fanout_target(h.seq) {
             let entry = HaveEntry {
                 seq: h.seq,
                 timestamp_us: h.timestamp_us,

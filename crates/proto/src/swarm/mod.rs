@@ -282,7 +282,7 @@ enum RoleState {
     Injector {
         /// Pieces some peer has asked for (see `announceable`).
         asked: BTreeSet<u64>,
-        fanout_turn: usize,
+        fanout: upload::Fanout,
     },
     Seed {
         /// First sequence number of interest.
@@ -334,7 +334,7 @@ impl Swarm {
         let role = match config.role {
             Role::Injector => RoleState::Injector {
                 asked: BTreeSet::new(),
-                fanout_turn: 0,
+                fanout: upload::Fanout::default(),
             },
             Role::Seed => RoleState::Seed { from: None },
             Role::Receiver => RoleState::Receiver(Playout::new(config.latency)),
@@ -607,8 +607,9 @@ impl Swarm {
     fn evict(&mut self) {
         let keep_from = self.role.playout().and_then(|p| p.cursor());
         let start = self.store.evict(keep_from);
-        if let RoleState::Injector { asked, .. } = &mut self.role {
+        if let RoleState::Injector { asked, fanout } = &mut self.role {
             *asked = asked.split_off(&start);
+            fanout.evict(start);
         }
         // A receiver still needs pieces from its cursor on, held or not; a seed from its
         // backfill start (see `window_floor`).
@@ -655,6 +656,9 @@ impl Swarm {
     fn forget_peer(&mut self, id: PeerId, p: &Peer) {
         self.download.forget_peer(id, p);
         self.upload.forget_peer(id);
+        if let RoleState::Injector { fanout, .. } = &mut self.role {
+            fanout.forget_peer(id);
+        }
         if !self.push.forget_peer(id).is_empty() {
             self.timers.set_earliest(Timer::Push, self.now);
         }
