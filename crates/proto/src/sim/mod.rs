@@ -735,7 +735,10 @@ impl Sim {
     /// When `len` bytes node `i` sends on connection `peer` (to node `j`) arrive: after its
     /// uplink and the connection's TCP rate let them go, the link's delay, and, if a segment
     /// is lost, one more round trip (fast retransmit). Under loss a connection's rate is
-    /// TCP's (Mathis et al.: MSS / RTT × 1.22 / √p). In order per connection, as TCP is.
+    /// TCP's (Mathis et al. 1997: a window of 1.22 / √p segments per round trip). TCP sends
+    /// a window at once and then one per round trip, so bytes may leave up to one round trip
+    /// ahead of the rate's schedule: a connection that kept up carries a piece that fits in
+    /// its window without waiting for the rate. In order per connection, as TCP is.
     /// Also returns when the bytes left node `i` (for [`Input::Sent`]).
     fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> (Instant, Instant) {
         let now = self.now;
@@ -761,8 +764,13 @@ impl Sim {
         let on_wire = node.link_free_at.max(now) + uplink;
         node.link_free_at = on_wire;
         let free = node.conn_free_at.get(&peer).copied().unwrap_or(now);
-        let sent = free.max(now) + window;
-        node.conn_free_at.insert(peer, sent);
+        let paced = free.max(now) + window;
+        node.conn_free_at.insert(peer, paced);
+        let sent = if window.is_zero() {
+            paced
+        } else {
+            paced.checked_sub(rtt).map_or(now, |t| t.max(now))
+        };
         let left = on_wire.max(sent);
         add_to_histogram(&mut node.send_waits, left - now);
         let mut at = left + link;

@@ -297,6 +297,8 @@ pub struct PeerReport {
     pub parents_replaced: u64,
     /// Pushes it gave up on as too late (its children's repair them).
     pub pushes_dropped: u64,
+    /// Mean time a push waited at this node before it went (see `PushCounters`).
+    pub push_wait_ms: Option<u64>,
     /// How old pieces were when they arrived (wall clock minus their timestamp), median:
     /// pushed ones and requested ones.
     pub arrival_pushed_ms: Option<u64>,
@@ -416,6 +418,8 @@ impl Scenario {
                 parent_refusals: st.push.counters.parent_refusals,
                 parents_replaced: st.push.counters.parents_replaced,
                 pushes_dropped: st.push.counters.pushes_dropped,
+                push_wait_ms: (st.push.counters.pushes_sent > 0)
+                    .then(|| st.push.counters.push_wait_us / st.push.counters.pushes_sent / 1000),
                 arrival_pushed_ms: hist_quantile(sim.arrival_ages(i, true), 0.5),
                 arrival_pulled_ms: hist_quantile(sim.arrival_ages(i, false), 0.5),
                 send_wait_ms: hist_quantile(sim.send_waits(i), 0.5),

@@ -114,3 +114,48 @@ fn the_injector_node_is_fed_through_the_injector() {
     assert_eq!(sim.output(1), &sim.expected_from(hook)[..]);
     assert!(matches!(sim.deliveries(1).last(), Some(Delivery::End)));
 }
+
+#[test]
+fn a_lossy_connection_sends_a_window_at_once_and_keeps_the_mathis_rate() {
+    let lossy = |role| NodeSpec {
+        loss: 0.01,
+        ..NodeSpec::new(role)
+    };
+    let stream = StreamSpec {
+        piece_payload: 188 * 10,
+        piece_interval: Duration::from_millis(100),
+        keyframe_every: 4,
+        pieces: 1,
+        drop_seqs: vec![],
+    };
+    // 50 ms each way: a 200 ms round trip; 1.99 % loss on the path.
+    let mut sim = Sim::new(
+        1,
+        Duration::from_millis(100),
+        stream,
+        vec![lossy(Role::Seed), lossy(Role::Receiver)],
+    );
+    let now = sim.now;
+    let rtt = 0.2;
+    let p = 1.0 - 0.99f64 * 0.99;
+    let rate = MSS / rtt * 1.22 / p.sqrt();
+    let window = (rate * rtt) as usize;
+    // Idle: a piece that fits in the window leaves at once.
+    let (left, arrives) = sim.arrival(0, 7, 1, window - 100);
+    assert_eq!(left, now);
+    let link = Duration::from_millis(100);
+    assert!(
+        arrives == now + link || arrives == now + link * 3,
+        "{arrives:?}"
+    );
+    // Backlogged: the rate, one window ahead of it.
+    let mut last = now;
+    for _ in 0..20 {
+        last = sim.arrival(0, 7, 1, window).0;
+    }
+    let paced = (21 * window - 100) as f64 / rate;
+    let ahead = (last - now).as_secs_f64() - (paced - rtt);
+    assert!(ahead.abs() < 1e-3, "{ahead}");
+    // Another connection of the same node has its own window.
+    assert_eq!(sim.arrival(0, 8, 1, 1000).0, now);
+}

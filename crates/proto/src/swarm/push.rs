@@ -78,6 +78,9 @@ pub struct PushCounters {
     pub pushes_sent: u64,
     /// Pushes given up on: not sent within [`PUSH_WAIT`].
     pub pushes_dropped: u64,
+    /// Time the pushes sent waited in their queue, summed (microseconds): over
+    /// `pushes_sent`, how long a parent holds the live edge back.
+    pub push_wait_us: u64,
     /// Requests for pieces of a subscribed substream the parent did not push in time.
     pub repairs: u64,
     /// Subscriptions we made (the first for each substream included).
@@ -356,8 +359,11 @@ impl Push {
     }
 
     /// `seq` went to `child`.
-    pub fn sent(&mut self, child: PeerId, seq: u64) {
+    pub fn sent(&mut self, child: PeerId, seq: u64, now: Instant) {
         if let Some(c) = self.children.get_mut(&child) {
+            if let Some(&(_, at)) = c.queue.iter().find(|&&(s, _)| s == seq) {
+                self.counters.push_wait_us += (now - at).as_micros() as u64;
+            }
             c.queue.retain(|&(s, _)| s != seq);
             c.sent.insert(seq);
             c.drops = 0;
@@ -540,7 +546,7 @@ impl Swarm {
             let p = self.peers.get_mut(child).unwrap();
             send_piece(p, piece);
             p.up_recent += len;
-            self.push.sent(child, seq);
+            self.push.sent(child, seq, now);
             self.stats.bytes_up += len;
             self.stats.pieces_sent += 1;
         }

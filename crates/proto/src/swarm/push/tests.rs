@@ -83,7 +83,7 @@ fn pushes_go_to_children_in_turn_and_a_child_that_cannot_keep_up_is_given_up() {
     let mut overloaded = Vec::new();
     let mut order = Vec::new();
     while let Some((child, seq)) = p.next(t0, |_| true, &mut overloaded) {
-        p.sent(child, seq);
+        p.sent(child, seq, t0);
         order.push((child, seq));
     }
     assert_eq!(order, vec![(1, 10), (2, 10), (2, 11)]);
