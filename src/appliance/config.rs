@@ -360,6 +360,35 @@ impl LedConfig {
 }
 
 impl Config {
+    /// The player's sinks and decoder preference as this file sets them.
+    pub fn player_settings(
+        &self,
+    ) -> (
+        crate::player::VideoSink,
+        crate::player::AudioSink,
+        crate::player::DecoderPref,
+    ) {
+        use crate::player::{AudioSink as Audio, DecoderPref, VideoSink as Video};
+        let video = match self.video.sink {
+            VideoSink::Auto => Video::Auto,
+            VideoSink::Kms => Video::Kms { connector: None },
+            VideoSink::Window => Video::Window,
+            VideoSink::Fake => Video::Fake,
+        };
+        let decoder = match self.video.decoder {
+            DecoderChoice::Auto => DecoderPref::Auto,
+            DecoderChoice::Hardware => DecoderPref::Hardware,
+            DecoderChoice::Software => DecoderPref::Software,
+        };
+        let audio = match &self.audio.device {
+            AudioDevice::Auto => Audio::Auto,
+            AudioDevice::Alsa(d) => Audio::Alsa(d.clone()),
+            AudioDevice::Fake => Audio::Fake,
+            AudioDevice::None => Audio::None,
+        };
+        (video, audio, decoder)
+    }
+
     /// The classified stream source, if present and valid.
     pub fn stream_source(&self) -> Option<StreamSource> {
         self.stream

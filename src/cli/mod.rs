@@ -6,8 +6,6 @@ mod receive;
 mod roles;
 mod simulate;
 
-pub(crate) use receive::player_settings as receive_player_settings;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

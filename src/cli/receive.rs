@@ -350,41 +350,12 @@ fn apply_config(
     args.net.trackers.extend(c.network.trackers.iter().cloned());
     args.net.status_addr = args.net.status_addr.or(c.status_address);
     args.venue.get_or_insert_with(|| c.venue.clone());
-    let (video, audio, decoder) = player_settings(c);
+    let (video, audio, decoder) = c.player_settings();
     args.video_sink.get_or_insert(video);
     args.audio_sink.get_or_insert(audio);
     args.decoder.get_or_insert(decoder);
     args.output.get_or_insert_with(|| "play".into());
     Ok(latency_origin)
-}
-
-/// The player's sinks and decoder preference as a config file sets them.
-pub(crate) fn player_settings(
-    c: &crate::appliance::config::Config,
-) -> (
-    crate::player::VideoSink,
-    crate::player::AudioSink,
-    crate::player::DecoderPref,
-) {
-    use crate::appliance::config as cfg;
-    let video = match c.video.sink {
-        cfg::VideoSink::Auto => crate::player::VideoSink::Auto,
-        cfg::VideoSink::Kms => crate::player::VideoSink::Kms { connector: None },
-        cfg::VideoSink::Window => crate::player::VideoSink::Window,
-        cfg::VideoSink::Fake => crate::player::VideoSink::Fake,
-    };
-    let decoder = match c.video.decoder {
-        cfg::DecoderChoice::Auto => crate::player::DecoderPref::Auto,
-        cfg::DecoderChoice::Hardware => crate::player::DecoderPref::Hardware,
-        cfg::DecoderChoice::Software => crate::player::DecoderPref::Software,
-    };
-    let audio = match &c.audio.device {
-        cfg::AudioDevice::Auto => crate::player::AudioSink::Auto,
-        cfg::AudioDevice::Alsa(d) => crate::player::AudioSink::Alsa(d.clone()),
-        cfg::AudioDevice::Fake => crate::player::AudioSink::Fake,
-        cfg::AudioDevice::None => crate::player::AudioSink::None,
-    };
-    (video, audio, decoder)
 }
 
 fn start_player(args: &ReceiveArgs, event: &str) -> anyhow::Result<PlayerRef> {

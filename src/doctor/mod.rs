@@ -458,7 +458,7 @@ pub fn run(s: &Settings) -> Report {
         Some((path, result)) => {
             checks.push(config_checks(path, result));
             if let Ok(c) = result {
-                (video_sink, audio_sink, decoder) = crate::cli::receive_player_settings(c);
+                (video_sink, audio_sink, decoder) = c.player_settings();
                 trackers.extend(c.network.trackers.iter().cloned());
                 peers.extend(c.network.static_peers.iter().cloned());
                 if let Some(config::StreamSource::TorrentFile(t)) = c.stream_source()

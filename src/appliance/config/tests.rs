@@ -332,3 +332,35 @@ fn default_paths_are_boot_then_etc() {
         ]
     );
 }
+
+#[test]
+fn the_file_sets_the_players_sinks_and_decoder() {
+    use crate::player::{AudioSink, DecoderPref, VideoSink};
+    let cfg = parse_str(
+        "[stream]\nsource = \"http://venue.example/e.torrent\"\n\
+         [video]\nsink = \"kms\"\ndecoder = \"software\"\n\
+         [audio]\ndevice = \"alsa:hw:1\"\n",
+        Path::new("x"),
+    )
+    .unwrap();
+    let (video, audio, decoder) = cfg.player_settings();
+    assert!(
+        matches!(video, VideoSink::Kms { connector: None }),
+        "{video:?}"
+    );
+    assert!(
+        matches!(&audio, AudioSink::Alsa(Some(d)) if d == "hw:1"),
+        "{audio:?}"
+    );
+    assert!(matches!(decoder, DecoderPref::Software), "{decoder:?}");
+    let defaults = parse_str(
+        "[stream]\nsource = \"http://venue.example/e.torrent\"\n",
+        Path::new("x"),
+    )
+    .unwrap()
+    .player_settings();
+    assert!(matches!(
+        defaults,
+        (VideoSink::Auto, AudioSink::Auto, DecoderPref::Auto)
+    ));
+}
