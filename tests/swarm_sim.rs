@@ -442,3 +442,30 @@ fn a_seedbox_that_forges_what_the_injector_feeds_it_first_is_fed_first_no_more()
         );
     }
 }
+
+/// `scenarios/concert-200.toml` as `nordlys simulate` runs it: 200 receivers joining a running
+/// stream within 20 s, NATs, receivers without upload, churn, round trips of 20-250 ms. Seeded,
+/// so its figures are exact; they move when the core's behaviour does (say why in the commit).
+#[test]
+fn the_200_receiver_concert_scenario_gives_its_seeded_figures() {
+    use nordlys::sim::scenario::Scenario;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/concert-200.toml");
+    let sc: Scenario = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut sim = sc.build().unwrap();
+    sim.run_for(sc.run_time());
+    let s = sc.report(&sim).summary;
+    assert_eq!((s.receivers, s.never_started, s.hostile), (200, 0, 0));
+    let figures = format!(
+        "at 0.995 {:.3}, mean {:.3}, worst {:.3}, origin {:.2}, delay {:?} ms, events {}",
+        s.continuity_995,
+        s.continuity_mean,
+        s.continuity_min,
+        s.origin_copies,
+        s.delay_median_ms,
+        s.events
+    );
+    assert_eq!(
+        figures,
+        "at 0.995 0.400, mean 0.975, worst 0.591, origin 1.05, delay Some(1530) ms, events 6082406"
+    );
+}
