@@ -314,8 +314,17 @@ fn bad_config_shows_the_slate_and_keeps_running() {
             snap.to_str().unwrap(),
             "--snapshot-every",
             "0.3",
+            "--status-addr",
+            "127.0.0.1:0",
         ]),
         &dir.path().join("recv.log"),
+    );
+    // The hall's state can be read over the network in the error state too.
+    let status = http_status(recv.status_port()).expect("/status answers");
+    assert_eq!(status["state"], "error", "{status}");
+    assert!(
+        (status["last_error"].as_str()).is_some_and(|e| e.contains("line 3, column 1")),
+        "{status}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !snap.exists() {

@@ -597,6 +597,7 @@ async fn show_config_error(
             error: Some(error.to_string()),
         }));
     }
+    serve_error_status(&a, player.clone(), error).await;
     let _ = crate::appliance::systemd::notify_ready();
     let _ = crate::appliance::systemd::notify_status(&format!("config error: {error}"));
     // Nothing runs but this wait: keep the watchdog fed, or systemd would restart us into
@@ -611,6 +612,33 @@ async fn show_config_error(
             None => std::future::pending::<()>().await,
         }
     }
+}
+
+/// `/status` in the error state, on the address the flags or the config give: the error,
+/// and what the player shows.
+async fn serve_error_status(args: &ReceiveArgs, player: Option<PlayerRef>, error: &str) {
+    let Some(addr) = args.net.status_addr else {
+        return;
+    };
+    let listener = match crate::net::status::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %format!("{e:#}"), "no status endpoint"),
+    };
+    if let Ok(local) = listener.local_addr() {
+        println!("status on http://{local}/status");
+    }
+    let error = error.to_string();
+    let value = Arc::new(move || {
+        let mut v =
+            (player.as_ref()).map_or_else(|| serde_json::json!({}), |p| player_status(&p.stats()));
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("role".into(), "receiver".into());
+            obj.insert("state".into(), "error".into());
+            obj.insert("last_error".into(), error.clone().into());
+        }
+        v
+    });
+    tokio::spawn(crate::net::status::serve_value(listener, value));
 }
 
 #[cfg(test)]

@@ -34,6 +34,14 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves a status no running node gives: the receiver's error state, where nothing joined
+/// a swarm, yet the hall's state must be readable over the network.
+pub async fn serve_value(listener: TcpListener, value: Extra) -> anyhow::Result<()> {
+    let app = axum::Router::new().route("/status", get(move || async move { Json(value()) }));
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 async fn status(State(s): State<AppState>) -> Result<Json<serde_json::Value>, StatusCode> {
     let (tx, rx) = oneshot::channel();
     s.requests
