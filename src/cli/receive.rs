@@ -656,25 +656,20 @@ mod tests {
         };
         let mut last = None;
         let mut offered = Vec::new();
-        forward_slate(&mut last, info(SlateState::Stalled), |i| {
-            offered.push(i.state);
-            true
-        });
+        // Forwards a status saying `state`; the player takes it or not.
+        let mut status = |state, taken| {
+            forward_slate(&mut last, info(state), |i| {
+                offered.push(i.state);
+                taken
+            })
+        };
+        status(SlateState::Stalled, true);
         // The stream came back while the player's queue was full: Playing is dropped...
-        forward_slate(&mut last, info(SlateState::Playing), |i| {
-            offered.push(i.state);
-            false
-        });
+        status(SlateState::Playing, false);
         // ...and offered again with the next status, which says the same.
-        forward_slate(&mut last, info(SlateState::Playing), |i| {
-            offered.push(i.state);
-            true
-        });
+        status(SlateState::Playing, true);
         // Taken: the same state is not sent again.
-        forward_slate(&mut last, info(SlateState::Playing), |i| {
-            offered.push(i.state);
-            true
-        });
+        status(SlateState::Playing, true);
         assert_eq!(
             offered,
             [

@@ -198,14 +198,15 @@ async fn slate_on_starvation_and_picture_again_on_a_restarted_stream() {
 
     // The controller's clock runs over (its state says stalled) while frames still come:
     // the picture stays, frames keep reaching the screen.
-    tx.send(PlayerInput::Slate(SlateInfo {
-        state: SlateState::Stalled,
-        peers: 2,
-        buffer_fill: 0.0,
-        error: None,
-    }))
-    .await
-    .unwrap();
+    let slate = |state, buffer_fill| {
+        PlayerInput::Slate(SlateInfo {
+            state,
+            peers: 2,
+            buffer_fill,
+            error: None,
+        })
+    };
+    tx.send(slate(SlateState::Stalled, 0.0)).await.unwrap();
     let frames_b = wait_for(&h, Duration::from_secs(3), "the stalled state", |s| {
         s.state == SlateState::Stalled
     })
@@ -218,14 +219,7 @@ async fn slate_on_starvation_and_picture_again_on_a_restarted_stream() {
     assert_eq!(st.showing, "picture");
 
     // Otherwise the controller's state rules: buffering means slate even with a picture.
-    tx.send(PlayerInput::Slate(SlateInfo {
-        state: SlateState::Buffering,
-        peers: 2,
-        buffer_fill: 0.5,
-        error: None,
-    }))
-    .await
-    .unwrap();
+    tx.send(slate(SlateState::Buffering, 0.5)).await.unwrap();
     wait_for(&h, Duration::from_secs(3), "slate while buffering", |s| {
         s.showing == "slate" && s.state == SlateState::Buffering
     })

@@ -21,6 +21,7 @@
 pub mod addrs;
 pub mod choker;
 mod download;
+mod fanout;
 mod messages;
 pub mod peer;
 pub mod picker;
@@ -282,7 +283,7 @@ enum RoleState {
     Injector {
         /// Pieces some peer has asked for (see `announceable`).
         asked: BTreeSet<u64>,
-        fanout: upload::Fanout,
+        fanout: fanout::Fanout,
     },
     Seed {
         /// First sequence number of interest.
@@ -334,7 +335,7 @@ impl Swarm {
         let role = match config.role {
             Role::Injector => RoleState::Injector {
                 asked: BTreeSet::new(),
-                fanout: upload::Fanout::default(),
+                fanout: fanout::Fanout::default(),
             },
             Role::Seed => RoleState::Seed { from: None },
             Role::Receiver => RoleState::Receiver(Playout::new(config.latency)),

@@ -1,8 +1,6 @@
 //! Giving pieces: serving requests under the upload limit, choking, and what the injector
 //! announces to whom.
 
-use std::collections::{BTreeMap, HashMap};
-
 use super::ratelimit::TokenBucket;
 use super::*;
 
@@ -12,55 +10,9 @@ const MAX_QUEUE_PER_PEER: usize = 32;
 /// the peer it fed first knows, so the swarm, not the injector, carries the copies.
 const SOURCE_HOLD: Duration = Duration::from_millis(1000);
 /// How long the injector waits for the peer it fed first to ask for a new piece.
-const FANOUT_GRACE: Duration = Duration::from_millis(150);
+pub(super) const FANOUT_GRACE: Duration = Duration::from_millis(150);
 /// The injector refuses an untrusted peer a piece that this many of its peers announce.
 const INJECTOR_REPAIRS_BELOW: u32 = 3;
-/// Peers that must have announced a piece to the injector by the time it tells everyone
-/// of it, for the copy it fed first to count as spread. One: with two seedboxes and
-/// receivers that reach the injector only through them, the other seedbox may be the only
-/// one to tell (2 took honest seedboxes for hoarders in tests/swarm_sim.rs).
-const SPREAD_BY_HOLD: u32 = 1;
-/// Pieces in a row an untrusted peer may be fed first without the copy spreading before
-/// the injector stops feeding it first (it keeps, forges or cannot pass on what it gets).
-const MAX_UNSPREAD: u32 = 4;
-
-/// Injector: whom each new piece goes to first, and whether those copies spread.
-#[derive(Debug, Default)]
-pub(super) struct Fanout {
-    turn: usize,
-    /// The peer each recent piece was fed to first, until everyone is told of the piece.
-    fed: BTreeMap<u64, PeerId>,
-    /// Per peer fed first: pieces in a row whose copy had not spread by then.
-    unspread: HashMap<PeerId, u32>,
-}
-
-impl Fanout {
-    pub fn evict(&mut self, start: u64) {
-        self.fed = self.fed.split_off(&start);
-    }
-
-    pub fn forget_peer(&mut self, id: PeerId) {
-        self.unspread.remove(&id);
-    }
-
-    /// Everyone is told of `seq` now, and `holders` peers announced it to us before that.
-    fn told_all(&mut self, seq: u64, holders: u32) {
-        let Some(first) = self.fed.remove(&seq) else {
-            return;
-        };
-        let strikes = self.unspread.entry(first).or_default();
-        *strikes = if holders >= SPREAD_BY_HOLD {
-            0
-        } else {
-            *strikes + 1
-        };
-    }
-
-    fn spreads(&self, id: PeerId) -> bool {
-        self.unspread.get(&id).is_none_or(|&n| n < MAX_UNSPREAD)
-    }
-}
-
 /// A node whose upload limit cannot send a piece within this long serves nobody and
 /// announces nothing: a piece that slow is of little use to a live peer, while HAVEs to fifty
 /// peers (about 30 bytes each per piece) would fill a thin uplink and hold back the node's own
@@ -423,10 +375,7 @@ impl Swarm {
         if class.is_empty() {
             return None;
         }
-        fanout.turn = fanout.turn.wrapping_add(1);
-        let target = class[fanout.turn % class.len()];
-        fanout.fed.insert(seq, target);
-        Some(target)
+        Some(fanout.feed(seq, &class))
     }
 
     pub(super) fn send_have(&mut self, id: PeerId, mut entries: Vec<HaveEntry>) {
@@ -752,45 +701,6 @@ mod tests {
         assert_eq!(pieces_sent_in(&to_asker), vec![1]);
         // Refusing is not a penalty: an honest peer may ask the origin for what it lacks.
         assert_eq!(s.peers.get(asker).unwrap().repeated_requests, 0);
-    }
-
-    #[test]
-    fn the_injector_stops_feeding_first_a_seed_whose_copies_do_not_spread() {
-        let t0 = Instant::now();
-        let mut s = Swarm::new(config(Role::Injector, 0), t0);
-        let (a, b) = (active_peer(&mut s, 1), active_peer(&mut s, 2));
-        let receivers = [active_peer(&mut s, 3), active_peer(&mut s, 4)];
-        for id in [a, b] {
-            s.peers.get_mut(id).unwrap().is_seed = true;
-        }
-        let mut fed = Vec::new();
-        for seq in 0..16u64 {
-            s.now = t0 + Duration::from_millis(200 * seq);
-            s.add_local_piece(piece(seq, &key()));
-            let RoleState::Injector { fanout, .. } = &s.role else {
-                unreachable!()
-            };
-            let first = fanout.fed[&seq];
-            fed.push(if first == a { 'a' } else { 'b' });
-            // What a passes on reaches the receivers, who tell us; what b gets goes nowhere.
-            if first == a {
-                for r in receivers {
-                    peer_claims(&mut s, r, [seq]);
-                }
-            }
-            s.now += FANOUT_GRACE;
-            s.announce_held();
-        }
-        // In turn until b's fourth piece in a row did not spread; a alone from then on.
-        let fed: String = fed.into_iter().collect();
-        assert_eq!(fed, "babababaaaaaaaaa");
-        // Without a, a receiver rather than b; with nobody else left, b again.
-        s.peers.remove(a);
-        assert!(receivers.contains(&s.fanout_target(99).unwrap()));
-        for r in receivers {
-            s.peers.remove(r);
-        }
-        assert_eq!(s.fanout_target(100), Some(b));
     }
 
     fn pieces_sent_in(msgs: &[LiveMessage]) -> Vec<u64> {
