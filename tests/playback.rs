@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{
-    final_status, http_status, make_event, nordlys, wait_printed_addr, wait_status,
+    final_status, http_get, http_status, make_event, nordlys, wait_printed_addr, wait_status,
     wait_status_port,
 };
 use nordlys::test_media::{Spec, png_summary, ts_file};
@@ -320,11 +320,23 @@ fn bad_config_shows_the_slate_and_keeps_running() {
         &dir.path().join("recv.log"),
     );
     // The hall's state can be read over the network in the error state too.
-    let status = http_status(recv.status_port()).expect("/status answers");
+    let port = recv.status_port();
+    let status = http_status(port).expect("/status answers");
     assert_eq!(status["state"], "error", "{status}");
     assert!(
         (status["last_error"].as_str()).is_some_and(|e| e.contains("line 3, column 1")),
         "{status}"
+    );
+    // The page and the metrics too.
+    let (_, page) = http_get(port, "/").expect("GET / answers");
+    assert!(
+        page.contains("class=\"state error\">error</span>") && page.contains("line 3, column 1"),
+        "{page}"
+    );
+    let (_, metrics) = http_get(port, "/metrics").expect("GET /metrics answers");
+    assert!(
+        metrics.contains("nordlys_state{state=\"error\"} 1\n"),
+        "{metrics}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !snap.exists() {

@@ -67,6 +67,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         substreams: 0,
         extra_trackers: Vec::new(),
         status_extra: None,
+        status_settings: Vec::new(),
         stdout_is_stream: false,
         tracker_health: Default::default(),
     };

@@ -113,6 +113,7 @@ pub async fn receive(mut args: ReceiveArgs, startup: Option<Startup>) -> anyhow:
         setup.tracker_health.clone(),
     );
     setup.latency = Duration::from_millis(latency);
+    setup.status_settings = status_settings(&args, Some(latency));
     setup.stdout_is_stream = matches!(output, Output::Stdout);
     // Why the receiver is not making progress, if it is not: for /status.
     let waiting_for: Arc<Mutex<Option<String>>> = Arc::default();
@@ -638,7 +639,55 @@ async fn serve_error_status(args: &ReceiveArgs, player: Option<PlayerRef>, error
         }
         v
     });
-    tokio::spawn(crate::net::status::serve_value(listener, value));
+    let settings = status_settings(args, args.latency);
+    tokio::spawn(crate::net::status::serve_value(listener, value, settings));
+}
+
+/// The receiver's settings in effect, for the status page: the flags merged with the config
+/// file. Nothing here is secret but what a URL may carry, which is left out.
+fn status_settings(args: &ReceiveArgs, latency_ms: Option<u64>) -> crate::net::status::Settings {
+    use crate::player::{AudioSink, DecoderPref, VideoSink};
+    let video = match args.video_sink.clone().unwrap_or_default() {
+        VideoSink::Auto => "auto".to_string(),
+        VideoSink::Kms { connector: None } => "kms".into(),
+        VideoSink::Kms { connector: Some(c) } => format!("kms:{c}"),
+        VideoSink::Window => "window".into(),
+        VideoSink::Fake => "fake".into(),
+    };
+    let audio = match args.audio_sink.clone().unwrap_or_default() {
+        AudioSink::Auto => "auto".to_string(),
+        AudioSink::Alsa(None) => "alsa".into(),
+        AudioSink::Alsa(Some(d)) => format!("alsa:{d}"),
+        AudioSink::Fake => "fake".into(),
+        AudioSink::None => "none".into(),
+    };
+    let decoder = match args.decoder.unwrap_or_default() {
+        DecoderPref::Auto => "auto",
+        DecoderPref::Hardware => "hardware",
+        DecoderPref::Software => "software",
+    };
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let mut out = vec![
+        (
+            "torrent".to_string(),
+            or_none(args.torrent.as_deref().map(crate::net::status::redact_url)),
+        ),
+        ("output".into(), or_none(args.output.clone())),
+        (
+            "latency".into(),
+            latency_ms.map_or("–".into(), |ms| format!("{ms} ms")),
+        ),
+        ("venue".into(), or_none(args.venue.clone())),
+        ("video sink".into(), video),
+        ("audio sink".into(), audio),
+        ("decoder".into(), decoder.into()),
+        (
+            "config file".into(),
+            or_none(args.config.as_ref().map(|p| p.display().to_string())),
+        ),
+    ];
+    out.extend(roles::net_settings(Role::Receiver, &args.net));
+    out
 }
 
 #[cfg(test)]

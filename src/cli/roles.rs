@@ -32,6 +32,8 @@ pub struct NodeSetup {
     pub extra_trackers: Vec<String>,
     /// Extra fields for the status endpoint (the player's counters).
     pub status_extra: Option<status::Extra>,
+    /// The settings the status page shows.
+    pub status_settings: status::Settings,
     /// Stdout carries the stream (`receive --output -`): messages for people go to stderr.
     pub stdout_is_stream: bool,
     /// Filled in by the announcer: what each tracker last said.
@@ -61,10 +63,45 @@ impl NodeSetup {
             substreams: net.substreams,
             extra_trackers: net.trackers.clone(),
             status_extra: None,
+            status_settings: net_settings(role, net),
             stdout_is_stream: false,
             tracker_health: tracker::Health::default(),
         }
     }
+}
+
+/// The shared flags as the status page shows them. Tracker URLs lose what may be a
+/// credential (see [`status::redact_url`]).
+pub fn net_settings(role: Role, net: &NetArgs) -> status::Settings {
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    vec![
+        ("role".into(), role.name().into()),
+        (
+            "listen".into(),
+            net.listen.map_or("any port".into(), |a| a.to_string()),
+        ),
+        (
+            "peers".into(),
+            list(net.peers.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "trackers (besides the torrent's)".into(),
+            list(net.trackers.iter().map(|t| status::redact_url(t)).collect()),
+        ),
+        (
+            "upload limit".into(),
+            net.upload_limit
+                .map_or("none".into(), |k| format!("{k} kbit/s")),
+        ),
+        ("upload slots".into(), net.upload_slots.to_string()),
+        ("substreams".into(), net.substreams.to_string()),
+    ]
 }
 
 /// The rules for the flags every role shares, applied before anything starts.
@@ -217,6 +254,7 @@ pub async fn start(
             l,
             handles.status_requests.clone(),
             setup.status_extra,
+            setup.status_settings,
         ));
     }
     Ok(Running {
