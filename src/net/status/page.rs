@@ -192,9 +192,12 @@ fn chart(
         "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_W}\" \
          height=\"{h}\" viewBox=\"0 0 {CHART_W} {h}\" role=\"img\">\
          <text x=\"4\" y=\"14\" font-size=\"12\" fill=\"#666\">{top:.1}</text>\
-         <text x=\"4\" y=\"{base}\" font-size=\"12\" fill=\"#666\">0</text>",
+         <text x=\"4\" y=\"{base}\" font-size=\"12\" fill=\"#666\">0</text>\
+         <text x=\"{right}\" y=\"{base}\" font-size=\"12\" fill=\"#666\" \
+         text-anchor=\"end\">now</text>",
         h = CHART_H + 2.0,
         base = CHART_H - 2.0,
+        right = CHART_W - 4.0,
     );
     // One polyline per run of known values.
     for run in points.split(Option::is_none).filter(|r| !r.is_empty()) {
