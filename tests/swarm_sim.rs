@@ -454,6 +454,6 @@ fn the_200_receiver_concert_scenario_gives_its_seeded_figures() {
     );
     assert_eq!(
         figures,
-        "at 0.995 0.400, mean 0.975, worst 0.591, origin 1.05, delay Some(1530) ms, events 6082406"
+        "at 0.995 0.655, mean 0.984, worst 0.446, origin 1.05, delay Some(1510) ms, events 6068888"
     );
 }

@@ -299,6 +299,11 @@ fn print_summary(r: &Report, wall: f64) {
         ms(s.delay_median_ms),
         ms(s.delay_p95_ms)
     );
+    let m = s.missed_since_join;
+    println!(
+        "pieces skipped by time since joining: 0-5 s {}, 5-10 s {}, 10-15 s {}, later {}",
+        m[0], m[1], m[2], m[3]
+    );
     if r.scenario.substreams > 0 {
         println!(
             "push along {} substreams: {:.1} % of pieces pushed, {:.1} subscriptions per receiver",

@@ -127,9 +127,16 @@ struct Node {
     /// How long what the node sent waited to leave (behind its uplink and its connection's
     /// TCP rate), per message, as `delays`.
     send_waits: Vec<u32>,
+    /// Pieces the player skipped, by time since the node joined, in MISS_BUCKET steps (the
+    /// last bucket holds everything beyond): a startup problem shows in the first buckets.
+    missed_since_join: [u32; MISS_BUCKETS],
     /// The status the node had when it left.
     left_with: Option<SwarmStatus>,
 }
+
+/// Resolution and range of the per-node histogram of misses by time since joining.
+pub const MISS_BUCKET: Duration = Duration::from_secs(5);
+pub const MISS_BUCKETS: usize = 4;
 
 /// Resolution and range of the per-node delay histogram.
 pub const DELAY_BUCKET: Duration = Duration::from_millis(20);
@@ -295,6 +302,7 @@ impl Sim {
                 delays: Vec::new(),
                 arrival_ages: Default::default(),
                 send_waits: Vec::new(),
+                missed_since_join: [0; MISS_BUCKETS],
                 left_with: None,
             });
             sim.schedule(join, Event::Join(i));
@@ -667,6 +675,13 @@ impl Sim {
                 }
                 Output::Deliver(d) => {
                     let node = &mut self.nodes[i];
+                    if let Delivery::Gap { count, .. } = &d {
+                        let since = now
+                            .duration_since(self.start)
+                            .saturating_sub(node.spec.join_at);
+                        let bucket = (since.as_secs() / MISS_BUCKET.as_secs()) as usize;
+                        node.missed_since_join[bucket.min(MISS_BUCKETS - 1)] += *count as u32;
+                    }
                     if let Delivery::Data { timestamp_us, .. } = &d {
                         let delay = Duration::from_micros(wall_us.saturating_sub(*timestamp_us));
                         add_to_histogram(&mut node.delays, delay);
@@ -816,6 +831,11 @@ impl Sim {
     }
 
     /// How long node `i`'s messages waited to leave it: a histogram as [`Sim::delays`].
+    /// Pieces node `i`'s player skipped, by time since it joined (see `MISS_BUCKET`).
+    pub fn missed_since_join(&self, i: NodeId) -> [u32; MISS_BUCKETS] {
+        self.nodes[i].missed_since_join
+    }
+
     pub fn send_waits(&self, i: NodeId) -> &[u32] {
         &self.nodes[i].send_waits
     }
