@@ -41,10 +41,14 @@ impl Proc {
 
 /// Starts `nordlys args`, stderr to `log` and stdout to `log` with the extension `out`.
 fn start(args: &[String], log: &Path) -> Proc {
+    start_with(Command::new(nordlys()), args, log)
+}
+
+/// As [`start`], with `cmd`'s environment.
+fn start_with(mut cmd: Command, args: &[String], log: &Path) -> Proc {
     let stdout = log.with_extension("out");
     Proc(
-        Command::new(nordlys())
-            .args(args)
+        cmd.args(args)
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -303,7 +307,16 @@ fn bad_config_shows_the_slate_and_keeps_running() {
     )
     .unwrap();
     let snap = dir.path().join("slate.png");
-    let mut recv = start(
+    // As under the unit (XDG_CACHE_HOME in its CacheDirectory, HOME not writable): the
+    // GStreamer registry must be written there, or it is rebuilt at every start.
+    let cache = dir.path().join("cache");
+    let mut cmd = Command::new(nordlys());
+    cmd.env("XDG_CACHE_HOME", &cache)
+        .env("HOME", dir.path().join("no-home"))
+        .env_remove("GST_REGISTRY")
+        .env_remove("GST_REGISTRY_1_0");
+    let mut recv = start_with(
+        cmd,
         &strings(&[
             "receive",
             "--config",
@@ -347,6 +360,13 @@ fn bad_config_shows_the_slate_and_keeps_running() {
         assert!(Instant::now() < deadline, "no snapshot of the slate");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let registry = std::fs::read_dir(cache.join("gstreamer-1.0"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(
+        (registry.iter()).any(|n| n.to_string_lossy().starts_with("registry.")),
+        "no GStreamer registry under XDG_CACHE_HOME: {registry:?}"
+    );
     // Let the snapshot finish being written: a complete PNG ends with the IEND chunk.
     while !std::fs::read(&snap)
         .unwrap_or_default()
