@@ -249,6 +249,12 @@ fn the_page_and_metrics_say_what_status_says() {
             );
         };
         between("nordlys_received_bytes_total", "bytes_down");
+        // The receiver's only peer is the injector: all it received came from there.
+        between(
+            "nordlys_received_from_injector_bytes_total",
+            "bytes_down_injector",
+        );
+        assert_eq!(after["bytes_down_injector"], after["bytes_down"], "{after}");
         between("nordlys_sent_bytes_total", "bytes_up");
         between("nordlys_pieces_received_total", "pieces_received");
         between("nordlys_pieces_missed_total", "pieces_missed");

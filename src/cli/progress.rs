@@ -163,6 +163,7 @@ mod tests {
             pieces_emitted: 0,
             pieces_held: 0,
             bytes_down: 0,
+            bytes_down_injector: 0,
             bytes_up: 0,
             duplicates: 0,
             request_timeouts: 0,

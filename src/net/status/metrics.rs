@@ -101,13 +101,18 @@ pub fn render(status: &Value) -> String {
             reg.register(name, help, c);
         }
     }
-    // Bytes from peers: every piece arrives over the swarm; the injector is one peer among
-    // them and the core does not count its share apart.
+    // Bytes from peers, and of them from the injector: how much of the stream the swarm,
+    // not the origin, carried to this node.
     for (field, name, help) in [
         (
             "bytes_down",
             "received",
             "Piece payload received from peers",
+        ),
+        (
+            "bytes_down_injector",
+            "received_from_injector",
+            "Piece payload received from the injector (included in nordlys_received_bytes_total)",
         ),
         ("bytes_up", "sent", "Piece payload sent to peers"),
     ] {
@@ -183,7 +188,7 @@ mod tests {
     fn the_status_becomes_metrics_with_units_in_their_names() {
         let st = serde_json::json!({
             "state": "playing", "peers": 7, "bytes_down": 123456, "bytes_up": 42,
-            "pieces_missed": 2, "pieces_late": 1, "request_timeouts": 3, "lag_ms": 1530,
+            "bytes_down_injector": 1000, "pieces_missed": 2, "pieces_late": 1, "request_timeouts": 3, "lag_ms": 1530,
             "newest_seq": 1040, "output_seq": 1000, "continuity": 0.75,
         });
         let text = render(&st);
@@ -193,6 +198,7 @@ mod tests {
         assert_eq!(m["nordlys_peers"], 7.0);
         assert_eq!(m["nordlys_received_bytes_total"], 123456.0, "{text}");
         assert_eq!(m["nordlys_sent_bytes_total"], 42.0);
+        assert_eq!(m["nordlys_received_from_injector_bytes_total"], 1000.0);
         assert_eq!(m["nordlys_pieces_missed_total"], 2.0);
         assert_eq!(m["nordlys_pieces_late_total"], 1.0);
         assert_eq!(m["nordlys_request_timeouts_total"], 3.0);

@@ -104,8 +104,13 @@ pub fn render(status: &Value, history: &History, settings: &Settings, now: Insta
     row("peers", "Peers", field(&status["peers"]));
     row(
         "bytes-down",
-        "Received from peers (the injector is one of them)",
+        "Received from peers",
         bytes(&status["bytes_down"]),
+    );
+    row(
+        "bytes-down-injector",
+        "… of them from the injector",
+        bytes(&status["bytes_down_injector"]),
     );
     row("bytes-up", "Sent to peers", bytes(&status["bytes_up"]));
     row(

@@ -296,6 +296,9 @@ impl Swarm {
         p.down_recent += header.payload_len as u64;
         self.stats.pieces_received += 1;
         self.stats.bytes_down += header.payload_len as u64;
+        if p.is_source {
+            self.stats.bytes_down_injector += header.payload_len as u64;
+        }
         self.accept_piece(piece);
     }
 

@@ -754,3 +754,36 @@ fn pair_with_substreams_the_injector_pushes_every_piece_after_the_subscriptions(
     let c = seed.push.counters;
     assert_eq!(seed.duplicates + c.repairs + c.parent_refusals, 0);
 }
+
+#[test]
+fn bytes_from_the_injector_are_counted_apart_from_the_other_peers() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut injector = RawPeer::connect(&mut s, t0, addr(2, 40000));
+    injector.handshake(&mut s, t0, [b'i'; 20], Role::Injector);
+    let mut seed = RawPeer::connect(&mut s, t0, addr(3, 40000));
+    seed.handshake(&mut s, t0, [b's'; 20], Role::Seed);
+    injector.send_msg(&mut s, t0, Message::Unchoke);
+    seed.send_msg(&mut s, t0, Message::Unchoke);
+    // Each holds pieces the other does not, so each is asked for its own.
+    send_have(&mut injector, &mut s, t0, vec![have(1), have(2)]);
+    send_have(&mut seed, &mut s, t0, vec![have(3), have(4), have(5)]);
+    let outs = drain(&mut s);
+    injector.heard.take(&outs, injector.id);
+    seed.heard.take(&outs, seed.id);
+    let (from_injector, from_seed) = (injector.heard.requests(), seed.heard.requests());
+    assert_eq!((from_injector.len(), from_seed.len()), (2, 3));
+    for seq in from_injector {
+        send_piece(&mut injector, &mut s, t0, seq);
+    }
+    for seq in from_seed {
+        send_piece(&mut seed, &mut s, t0, seq);
+    }
+    let st = s.status(t0);
+    let payload = PAYLOAD as u64;
+    assert_eq!(st.pieces_received, 5, "{st:?}");
+    assert_eq!(
+        (st.bytes_down, st.bytes_down_injector),
+        (5 * payload, 2 * payload)
+    );
+}
