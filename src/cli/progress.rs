@@ -167,6 +167,7 @@ mod tests {
             bytes_up: 0,
             duplicates: 0,
             request_timeouts: 0,
+            request_timeouts_at_start: 0,
             requests_refused: 0,
             claims_refused: 0,
             peers_benched: 0,

@@ -301,8 +301,9 @@ fn print_summary(r: &Report, wall: f64) {
     );
     let m = s.missed_since_join;
     println!(
-        "pieces skipped by time since joining: 0-5 s {}, 5-10 s {}, 10-15 s {}, later {}",
-        m[0], m[1], m[2], m[3]
+        "pieces skipped by time since joining: 0-5 s {}, 5-10 s {}, 10-15 s {}, later {}; \
+         requests timed out before the first output: {:.1} per receiver",
+        m[0], m[1], m[2], m[3], s.request_timeouts_at_start_mean
     );
     if r.scenario.substreams > 0 {
         println!(

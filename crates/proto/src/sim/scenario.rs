@@ -282,6 +282,8 @@ pub struct PeerReport {
     pub pieces_late: u64,
     /// Requests given up on, refused by the peer asked, and pieces that came twice.
     pub request_timeouts: u64,
+    /// Of those, the ones before its first output.
+    pub request_timeouts_at_start: u64,
     pub requests_refused: u64,
     pub duplicates: u64,
     /// Peers this one banned, and HAVE entries it refused as impossible.
@@ -342,6 +344,8 @@ pub struct Summary {
     pub parent_changes_mean: f64,
     /// Pieces the receivers' players skipped, by time since joining as in `PeerReport`.
     pub missed_since_join: [u64; MISS_BUCKETS],
+    /// Requests a receiver left to time out before its first output, on average.
+    pub request_timeouts_at_start_mean: f64,
     pub sim_seconds: f64,
     pub events: u64,
 }
@@ -411,6 +415,7 @@ impl Scenario {
                 pieces_missed: st.pieces_missed,
                 pieces_late: st.pieces_late,
                 request_timeouts: st.request_timeouts,
+                request_timeouts_at_start: st.request_timeouts_at_start,
                 requests_refused: st.requests_refused,
                 duplicates: st.duplicates,
                 peers_banned: st.peers_banned,
@@ -474,6 +479,10 @@ impl Scenario {
             pushed_share: receivers.iter().map(|p| p.pushes_received).sum::<u64>() as f64
                 / (receivers.iter().map(|p| p.pieces_received).sum::<u64>()).max(1) as f64,
             parent_changes_mean: receivers.iter().map(|p| p.parent_changes).sum::<u64>() as f64 / n,
+            request_timeouts_at_start_mean: (receivers.iter())
+                .map(|p| p.request_timeouts_at_start)
+                .sum::<u64>() as f64
+                / n,
             missed_since_join: std::array::from_fn(|b| {
                 receivers
                     .iter()

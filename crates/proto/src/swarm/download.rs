@@ -220,6 +220,9 @@ impl Swarm {
             p.refuse(seq, now);
             send_live(p, LiveMessage::Cancel { seq });
             self.stats.request_timeouts += 1;
+            if (self.role.playout()).is_some_and(|pl| pl.first_output_at.is_none()) {
+                self.stats.request_timeouts_at_start += 1;
+            }
             self.download.ended(seq, id);
             self.timers
                 .set_earliest(Timer::Retry, now + peer::REFUSE_FOR);
@@ -231,7 +234,7 @@ impl Swarm {
 mod tests {
     use super::*;
     use crate::swarm::fixtures::{
-        active_peer, config, key, peer_claims, piece, playing, sent_live,
+        active_peer, config, hooked, key, peer_claims, piece, playing, sent_live,
     };
 
     const MS: Duration = Duration::from_millis(1);
@@ -325,6 +328,10 @@ mod tests {
         assert!(p.standing.is_benched(s.now));
         assert_eq!(p.standing.unanswered, 1);
         assert_eq!(p.srtt_us, Some(800_000), "at least twice as slow as waited");
+        assert_eq!(
+            s.stats.request_timeouts_at_start, 0,
+            "a seed makes no start"
+        );
         assert_eq!(s.stats.request_timeouts, 3);
         // The pieces go to another holder; the slow peer is not asked for them again.
         let other = active_peer(&mut s, 2);
@@ -387,6 +394,44 @@ mod tests {
         assert_eq!(s.request_timeout(p, 37, at), Duration::from_millis(140));
         // Never below 50 ms, even when the piece is due now.
         assert_eq!(s.request_timeout(p, 37, at + 280 * MS), 50 * MS);
+    }
+
+    #[test]
+    fn timeouts_before_the_first_output_are_counted_apart() {
+        let t0 = Instant::now();
+        let latency = Duration::from_millis(400);
+        let mut c = config(Role::Receiver, 0);
+        c.latency = latency;
+        let mut s = Swarm::new(c, t0);
+        let (playout, at) = hooked(latency, 30, t0);
+        s.role = RoleState::Receiver(playout);
+        s.now = at;
+        let slow = active_peer(&mut s, 1);
+        peer_claims(&mut s, slow, 30..=31);
+        s.request_pieces();
+        assert_eq!(requests(&mut s, slow), vec![30, 31]);
+        s.now = at + Duration::from_secs(1);
+        s.expire_requests(slow);
+        assert_eq!(
+            (s.stats.request_timeouts, s.stats.request_timeouts_at_start),
+            (2, 2)
+        );
+        // Once output has started, a timeout is not the start's.
+        let (playout, store, at) = playing(latency, 30, 36, t0);
+        s.role = RoleState::Receiver(playout);
+        s.store = store;
+        s.now = at;
+        peer_claims(&mut s, slow, [37]);
+        s.peers.get_mut(slow).unwrap().standing = Default::default();
+        s.peers.get_mut(slow).unwrap().refused.clear();
+        s.request_pieces();
+        assert_eq!(requests(&mut s, slow), vec![37]);
+        s.now = at + Duration::from_secs(1);
+        s.expire_requests(slow);
+        assert_eq!(
+            (s.stats.request_timeouts, s.stats.request_timeouts_at_start),
+            (3, 2)
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Counters {
     pub duplicates: u64,
     pub unrequested: u64,
     pub request_timeouts: u64,
+    /// Of those, the ones before the first output: how hard the start was.
+    pub request_timeouts_at_start: u64,
     /// Our requests the peer answered with REJECT.
     pub requests_refused: u64,
     /// HAVE entries refused as beyond anything the injector can have made.
@@ -78,6 +80,7 @@ pub struct SwarmStatus {
     pub bytes_up: u64,
     pub duplicates: u64,
     pub request_timeouts: u64,
+    pub request_timeouts_at_start: u64,
     pub requests_refused: u64,
     pub claims_refused: u64,
     pub peers_benched: u64,
@@ -121,6 +124,7 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         bytes_up: c.bytes_up,
         duplicates: c.duplicates,
         request_timeouts: c.request_timeouts,
+        request_timeouts_at_start: c.request_timeouts_at_start,
         requests_refused: c.requests_refused,
         claims_refused: c.claims_refused,
         peers_benched: c.peers_benched,
