@@ -5,7 +5,7 @@
 //! carries out its outputs, and sleeps until `poll_timeout`. Its select is fair (no branch
 //! is polled first every time), so peer traffic cannot starve the source input or timers.
 
-mod conn;
+pub(super) mod conn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ use crate::swarm::{
 use crate::torrent::LiveTorrent;
 use conn::Conn;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often subscribers (LEDs, slate) get a fresh status.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
@@ -38,10 +38,12 @@ pub struct InjectorInput {
     pub flush_after: Duration,
 }
 
-pub struct NodeOptions {
+/// A node's settings; `L` is the listening socket's type, so that the smol driver
+/// (`net::smol_node`) shares this struct and [`core_config`] with this one.
+pub struct NodeOptions<L = TcpListener> {
     pub role: Role,
     pub torrent: LiveTorrent,
-    pub listener: TcpListener,
+    pub listener: L,
     pub static_peers: Vec<SocketAddr>,
     pub upload_limit_bytes: Option<u64>,
     pub latency: Duration,
@@ -112,7 +114,7 @@ pub fn new_peer_id() -> [u8; 20] {
 }
 
 /// Addresses this node can be reached at, so it never dials itself.
-fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
+pub(super) fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
     let mut out = vec![listen];
     if listen.ip().is_unspecified() || listen.ip().is_loopback() {
         out.push(SocketAddr::new([127, 0, 0, 1].into(), listen.port()));
@@ -131,7 +133,8 @@ fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
     out
 }
 
-fn core_config(opts: &NodeOptions, listen: SocketAddr) -> Config {
+/// The core's configuration for a node listening on `listen` (both drivers).
+pub(super) fn core_config<L>(opts: &NodeOptions<L>, listen: SocketAddr) -> Config {
     let mut config = Config::new(opts.role, opts.torrent.info_hash, opts.torrent.public_key);
     config.max_payload = opts.torrent.piece_length;
     config.window = Duration::from_secs(opts.torrent.window_secs as u64);

@@ -20,13 +20,13 @@ use crate::swarm::{DEFAULT_SEND_BACKLOG, PeerId};
 
 /// Writes queued for one peer's socket at most (each a run of small messages or one piece, so
 /// a few pieces at most: requests per peer are bounded).
-const WRITE_QUEUE: usize = 256;
+pub(crate) const WRITE_QUEUE: usize = 256;
 /// Queued writes handed to the kernel in one vectored write at most.
-const WRITE_BATCH: usize = 32;
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const WRITE_BATCH: usize = 32;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// Bytes queued for one peer's socket at most; a peer that does not read is disconnected
 /// before it can make us hold more.
-const MAX_QUEUED_BYTES: usize = 4 << 20;
+pub(crate) const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 pub(super) struct Conn {
     tx: mpsc::Sender<Bytes>,
@@ -98,7 +98,12 @@ impl Conn {
 /// Both are best effort: without them the node still works, with more delay.
 fn configure(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(DEFAULT_SEND_BACKLOG as u32);
+    keep_little_unsent(stream);
+}
+
+/// The kernel's unsent bytes capped at [`DEFAULT_SEND_BACKLOG`]; any runtime's socket.
+pub(crate) fn keep_little_unsent(socket: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(socket).set_tcp_notsent_lowat(DEFAULT_SEND_BACKLOG as u32);
 }
 
 /// Writes every buffer in `chunks`, in order, and empties it.
@@ -110,22 +115,29 @@ async fn write_all_vectored(
     let mut first = 0;
     while first < chunks.len() {
         let slices: Vec<IoSlice> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
-        let mut n = wr.write_vectored(&slices).await?;
+        let n = wr.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
-            let chunk = &mut chunks[first];
-            let step = n.min(chunk.len());
-            chunk.advance(step);
-            n -= step;
-            if chunk.is_empty() {
-                first += 1;
-            }
-        }
+        first = consume_written(chunks, first, n);
     }
     chunks.clear();
     Ok(())
+}
+
+/// Drops `n` written bytes from the front of `chunks[first..]`; returns the index of the
+/// first buffer not yet wholly written. Runtime-free, so the smol driver shares it.
+pub(crate) fn consume_written(chunks: &mut [Bytes], mut first: usize, mut n: usize) -> usize {
+    while n > 0 {
+        let chunk = &mut chunks[first];
+        let step = n.min(chunk.len());
+        chunk.advance(step);
+        n -= step;
+        if chunk.is_empty() {
+            first += 1;
+        }
+    }
+    first
 }
 
 #[cfg(test)]
