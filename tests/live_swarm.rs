@@ -79,7 +79,6 @@ fn run_swarm(
     input: &Path,
     kbit: u64,
     latency: u64,
-    max_missed: u64,
 ) -> Outcome {
     let t = torrent.display().to_string();
     let base = |role: &str| {
@@ -185,16 +184,10 @@ fn run_swarm(
             out.len()
         );
         let missed = fin["pieces_missed"].as_u64().unwrap();
-        assert!(
-            missed <= max_missed,
-            "receiver {i} missed {missed} pieces: {fin}"
-        );
+        assert_eq!(missed, 0, "receiver {i} skipped pieces: {fin}");
         let holes = holes_in_tail(&input_bytes, &out)
             .unwrap_or_else(|e| panic!("receiver {i}: {e}; final status {fin}"));
-        assert_eq!(
-            holes, missed,
-            "receiver {i}: holes in the output vs pieces missed"
-        );
+        assert_eq!(holes, 0, "receiver {i}: holes in the output");
         outcome.continuity.push(fin["continuity"].as_f64().unwrap());
         outcome.startup_ms.push(fin["startup_ms"].as_f64().unwrap());
         assert!(
@@ -285,7 +278,7 @@ fn concert_swarm_over_opentracker() {
     let size = std::fs::metadata(&input).unwrap().len();
     let kbit = size * 8 / 20 / 1000 + 1; // the stream's bitrate
 
-    let normal = run_swarm(dir.path(), &torrent, &key, &input, kbit, 2000, 0);
+    let normal = run_swarm(dir.path(), &torrent, &key, &input, kbit, 2000);
     for c in &normal.continuity {
         assert!(*c >= 0.999, "continuity {c}");
     }
@@ -302,10 +295,11 @@ fn concert_swarm_over_opentracker() {
         normal.peak_rss_mib
     );
 
-    // 500 ms leaves a receiver little slack when 12 processes share 2 cores: one piece
-    // missed (skipped, and shown as a hole in the output) was seen in about one run in
-    // three on the build machines. More than one, or any other damage, fails.
-    let low = run_swarm(dir.path(), &torrent, &key, &input, kbit, 500, 1);
+    // 500 ms leaves a receiver little slack when 12 processes share 2 cores; still no piece
+    // may be skipped. (One skip was allowed here from 2026-12-05: about one run in three
+    // skipped a piece. On 2026-12-07, with the start waiting up to 1.5 s for its prebuffer
+    // instead of 0.7 s, 20 runs of 20 beside a busy loop skipped none.)
+    let low = run_swarm(dir.path(), &torrent, &key, &input, kbit, 500);
     for c in &low.continuity {
         assert!(*c >= 0.99, "continuity {c}");
     }

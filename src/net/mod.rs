@@ -13,3 +13,13 @@ pub mod smol_node;
 pub mod status;
 pub mod tracker;
 pub mod tracker_server;
+
+/// Logs what a driver hands on that an operator should hear of: pieces the player skipped
+/// are the first clue to a hole in the picture.
+pub(crate) fn log_delivery(d: &crate::swarm::Delivery) {
+    if let crate::swarm::Delivery::Gap { next_seq, count } = d
+        && *count > 0
+    {
+        tracing::warn!(first = next_seq - count, count, "pieces skipped");
+    }
+}

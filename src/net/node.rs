@@ -341,6 +341,7 @@ impl Driver {
     }
 
     fn deliver(&mut self, d: Delivery) {
+        super::log_delivery(&d);
         if matches!(d, Delivery::End) {
             self.ended_at.get_or_insert(Instant::now());
         }

@@ -286,6 +286,8 @@ pub struct PeerReport {
     pub request_timeouts_at_start: u64,
     pub requests_refused: u64,
     pub duplicates: u64,
+    /// Connections it held at the end (or when it left).
+    pub peers: usize,
     /// Peers this one banned, and HAVE entries it refused as impossible.
     pub peers_banned: u64,
     pub claims_refused: u64,
@@ -418,6 +420,7 @@ impl Scenario {
                 request_timeouts_at_start: st.request_timeouts_at_start,
                 requests_refused: st.requests_refused,
                 duplicates: st.duplicates,
+                peers: st.peers,
                 peers_banned: st.peers_banned,
                 claims_refused: st.claims_refused,
                 parents: st.push.parents,
