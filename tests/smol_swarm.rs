@@ -204,8 +204,10 @@ fn tokio_and_smol_nodes_share_a_swarm() {
     ));
 
     // A tokio injector that knows the smol seed, a tokio receiver that knows only the smol
-    // seed and a smol receiver that knows only the tokio injector (the core has no peer
-    // exchange): what each receiver gets has crossed the other runtime's sockets.
+    // seed and a smol receiver that knows only the tokio injector: what each receiver gets
+    // has crossed the other runtime's sockets. (Peer exchange passes on only the peers a
+    // node dialled: the smol receiver may hear of the seed from the injector, the tokio
+    // receiver never hears of the injector from the seed, which dials nobody.)
     let tokio_node = |role, peers: Vec<SocketAddr>, injector, deliveries| {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -253,7 +255,10 @@ fn tokio_and_smol_nodes_share_a_swarm() {
     smol::block_on(bounded("the mixed swarm", async {
         let (out, status) = smol_receiver.await;
         out.check("smol receiver", &input, &status);
-        assert_eq!(status.bytes_down, status.bytes_down_injector);
+        assert!(
+            status.bytes_down_injector > 0,
+            "nothing from the tokio injector"
+        );
         let seed = seed.await.unwrap();
         assert!(seed.ended, "the smol seed did not see the end");
         assert!(seed.bytes_up > 0, "the smol seed uploaded nothing");

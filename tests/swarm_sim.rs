@@ -160,9 +160,10 @@ fn low_latency_target_holds_continuity() {
         out.injector_copies
     );
     // Seeded, exact (2026-12-07); the goals: startup <= 1 s, lag <= 0.8 s (1.02 copies
-    // before a piece waited for the connection to drain the one before it).
+    // before a piece waited for the connection to drain the one before it; startup 199 ms
+    // before addresses were dialled at random).
     let copies = (out.injector_copies * 100.0).round() / 100.0;
-    assert_eq!((startup, lag, copies), (199, 100, 1.03));
+    assert_eq!((startup, lag, copies), (195, 100, 1.03));
 }
 
 #[test]
@@ -452,8 +453,11 @@ fn the_200_receiver_concert_scenario_gives_its_seeded_figures() {
         s.delay_median_ms,
         s.events
     );
+    // Before addresses were dialled at random, peers exchanged addresses (PEX) and dialable
+    // nodes left half their connections to be dialled (2026-12-07): at 0.995 0.655, mean
+    // 0.984, worst 0.446, events 6068888. Seeds 2 and 3 moved otherwise (README, "Figures").
     assert_eq!(
         figures,
-        "at 0.995 0.655, mean 0.984, worst 0.446, origin 1.05, delay Some(1510) ms, events 6068888"
+        "at 0.995 0.600, mean 0.987, worst 0.749, origin 1.05, delay Some(1510) ms, events 6320164"
     );
 }

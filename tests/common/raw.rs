@@ -20,6 +20,7 @@ pub async fn greet(s: &mut TcpStream, ih: &InfoHash, id: u8, role: Role) -> Opti
         listen_port: None,
         role: Some(role),
         client: None,
+        pex_id: None,
     };
     wire::encode(&Message::ExtHandshake(ext), 0, &mut out);
     wire::encode(&Message::Interested, 0, &mut out);

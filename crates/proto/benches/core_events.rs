@@ -215,6 +215,7 @@ impl Bench {
                 listen_port: Some(6881),
                 role: Some(Role::Receiver),
                 client: Some("nordlys 0.1.0".into()),
+                pex_id: None,
             });
             let mut ext_bytes = BytesMut::new();
             wire::encode(&ext, 0, &mut ext_bytes);

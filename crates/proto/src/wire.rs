@@ -7,6 +7,8 @@
 //! the lenient bounded reader of [`crate::bencode`] (unsorted and unknown keys are fine) and
 //! written canonically with bendy's encoder.
 
+use std::net::{IpAddr, SocketAddr};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
@@ -17,6 +19,17 @@ const EXTENSION_BIT: (usize, u8) = (5, 0x10);
 pub const LIVE_EXTENSION: &str = "nordlys_live";
 /// The message id we ask peers to use for live messages (announced in our BEP 10 handshake).
 pub const OUR_LIVE_ID: u8 = 1;
+/// BEP 11 peer exchange: its name in the BEP 10 `m` dictionary, and the id we ask for.
+pub const PEX_EXTENSION: &str = "ut_pex";
+pub const OUR_PEX_ID: u8 = 2;
+/// A PEX message (bencode) larger than this is hostile: 100 IPv6 peers added and 100 dropped,
+/// with their flags and keys, take about 3.8 KiB.
+pub const MAX_PEX_LEN: usize = 8192;
+/// At most this many peers added, and this many dropped, in one PEX message (libtorrent sends
+/// at most 50 and refuses more than 100).
+pub const MAX_PEX_PEERS: usize = 100;
+/// BEP 11 `added.f`: the sender made an outgoing connection to the peer, so it can be dialled.
+pub const PEX_REACHABLE: u8 = 0x10;
 /// At most this many piece announcements in one HAVE message.
 pub const MAX_HAVE_ENTRIES: usize = 8192;
 /// Extended handshakes are small dictionaries; anything larger is hostile.
@@ -117,6 +130,8 @@ pub struct ExtHandshake {
     /// The sender's role (`nordlys_role`); `None` when absent or unknown.
     pub role: Option<Role>,
     pub client: Option<String>,
+    /// The id the sender wants PEX messages sent with; `None` when it does not take them.
+    pub pex_id: Option<u8>,
 }
 
 impl ExtHandshake {
@@ -127,6 +142,9 @@ impl ExtHandshake {
                 e.emit_dict(|mut m| {
                     if let Some(id) = self.live_id {
                         m.emit_pair(LIVE_EXTENSION.as_bytes(), id)?;
+                    }
+                    if let Some(id) = self.pex_id {
+                        m.emit_pair(PEX_EXTENSION.as_bytes(), id)?;
                     }
                     Ok(())
                 })
@@ -155,12 +173,15 @@ impl ExtHandshake {
         let Value::Dict(dict) = crate::bencode::decode(buf)? else {
             return Err(DecodeError::ExtHandshakeNotDict);
         };
-        let live_id = dict
-            .get(b"m")
-            .and_then(|m| m.get(LIVE_EXTENSION.as_bytes()))
-            .and_then(Value::as_int)
-            .and_then(|id| u8::try_from(id).ok())
-            .filter(|&id| id != 0);
+        let ext_id = |name: &str| {
+            dict.get(b"m")
+                .and_then(|m| m.get(name.as_bytes()))
+                .and_then(Value::as_int)
+                .and_then(|id| u8::try_from(id).ok())
+                .filter(|&id| id != 0)
+        };
+        let live_id = ext_id(LIVE_EXTENSION);
+        let pex_id = ext_id(PEX_EXTENSION);
         let listen_port = dict
             .get(b"p")
             .and_then(Value::as_int)
@@ -178,8 +199,108 @@ impl ExtHandshake {
             listen_port,
             role,
             client,
+            pex_id,
         })
     }
+}
+
+/// A BEP 11 peer exchange message: peers the sender connected to since its last message, and
+/// peers it is no longer connected to. Only hints: an address is dialled like one from a
+/// tracker, and proves nothing until its peer's handshake.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pex {
+    /// With their BEP 11 flags ([`PEX_REACHABLE`], ...); 0 where the sender gave none.
+    pub added: Vec<(SocketAddr, u8)>,
+    pub dropped: Vec<SocketAddr>,
+}
+
+impl Pex {
+    fn encode(&self) -> Vec<u8> {
+        let (v4, v6): (Vec<_>, Vec<_>) = self.added.iter().partition(|(a, _)| a.is_ipv4());
+        let flags = |l: &[&(SocketAddr, u8)]| l.iter().map(|(_, f)| *f).collect::<Vec<u8>>();
+        let addrs = |l: &[&(SocketAddr, u8)]| compact(l.iter().map(|(a, _)| a));
+        let (d4, d6): (Vec<&SocketAddr>, Vec<&SocketAddr>) =
+            self.dropped.iter().partition(|a| a.is_ipv4());
+        let mut enc = bendy::encoding::Encoder::new();
+        let res = enc.emit_dict(|mut d| {
+            // Keys in bencode's sorted order.
+            d.emit_pair(b"added", bendy::encoding::AsString(addrs(&v4)))?;
+            d.emit_pair(b"added.f", bendy::encoding::AsString(flags(&v4)))?;
+            d.emit_pair(b"added6", bendy::encoding::AsString(addrs(&v6)))?;
+            d.emit_pair(b"added6.f", bendy::encoding::AsString(flags(&v6)))?;
+            d.emit_pair(b"dropped", bendy::encoding::AsString(compact(d4)))?;
+            d.emit_pair(b"dropped6", bendy::encoding::AsString(compact(d6)))
+        });
+        res.and_then(|_| enc.get_output())
+            .expect("static structure encodes")
+    }
+
+    /// Lenient about what it does not need (unknown keys, flags of the wrong length: no
+    /// flags), strict about size: at most [`MAX_PEX_LEN`] bytes (checked by the caller) and
+    /// [`MAX_PEX_PEERS`] peers added and dropped, and whole compact entries.
+    fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        use crate::bencode::Value;
+        let Value::Dict(dict) = crate::bencode::decode(buf)? else {
+            return Err(DecodeError::PexNotDict);
+        };
+        let field = |key: &'static str, entry: usize| -> Result<Vec<SocketAddr>, DecodeError> {
+            let Some(bytes) = dict.get(key.as_bytes()).and_then(Value::as_bytes) else {
+                return Ok(Vec::new());
+            };
+            if bytes.len() % entry != 0 {
+                return Err(DecodeError::BadCompactPeers {
+                    key,
+                    len: bytes.len(),
+                });
+            }
+            Ok(bytes.chunks_exact(entry).map(uncompact).collect())
+        };
+        let flags = |key: &str, n: usize| {
+            dict.get(key.as_bytes())
+                .and_then(Value::as_bytes)
+                .filter(|f| f.len() == n)
+                .map_or_else(|| vec![0; n], <[u8]>::to_vec)
+        };
+        let (a4, a6) = (field("added", 6)?, field("added6", 18)?);
+        let dropped = [field("dropped", 6)?, field("dropped6", 18)?].concat();
+        for (what, count) in [("added", a4.len() + a6.len()), ("dropped", dropped.len())] {
+            if count > MAX_PEX_PEERS {
+                return Err(DecodeError::TooManyPexPeers {
+                    what,
+                    count,
+                    max: MAX_PEX_PEERS,
+                });
+            }
+        }
+        let (f4, f6) = (flags("added.f", a4.len()), flags("added6.f", a6.len()));
+        let added = (a4.into_iter().zip(f4))
+            .chain(a6.into_iter().zip(f6))
+            .collect();
+        Ok(Pex { added, dropped })
+    }
+}
+
+/// BEP 23 compact peers: 4 (or 16) address bytes, then the port, big-endian.
+fn compact<'a>(addrs: impl IntoIterator<Item = &'a SocketAddr>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in addrs {
+        match a.ip() {
+            IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+            IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+        }
+        out.extend_from_slice(&a.port().to_be_bytes());
+    }
+    out
+}
+
+/// One compact entry of 6 or 18 bytes (the caller cuts them).
+fn uncompact(e: &[u8]) -> SocketAddr {
+    let (ip, port) = e.split_at(e.len() - 2);
+    let ip: IpAddr = match ip.len() {
+        4 => <[u8; 4]>::try_from(ip).unwrap().into(),
+        _ => <[u8; 16]>::try_from(ip).unwrap().into(),
+    };
+    SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]))
 }
 
 /// One piece announcement: enough for hook-in to choose a start without fetching anything.
@@ -242,6 +363,7 @@ pub enum Message {
     NotInterested,
     ExtHandshake(ExtHandshake),
     Live(LiveMessage),
+    Pex(Pex),
 }
 
 /// Why [`decode`] (or [`Handshake::decode`], [`frame_len`], [`decode_frame`]) gave no message.
@@ -297,6 +419,20 @@ pub enum DecodeError {
     /// above [`MAX_SUBSTREAMS`].
     #[error("substream {index} of {of} does not exist")]
     BadSubstream { index: u8, of: u8 },
+    #[error("PEX message of {len} bytes exceeds {max}")]
+    PexTooLong { len: usize, max: usize },
+    /// The PEX message is bencode, but not a dictionary.
+    #[error("PEX message is not a dictionary")]
+    PexNotDict,
+    /// A compact peer list whose length is not a whole number of entries.
+    #[error("PEX {key} is {len} bytes, not whole peers")]
+    BadCompactPeers { key: &'static str, len: usize },
+    #[error("PEX lists {count} peers {what}, more than {max}")]
+    TooManyPexPeers {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
 }
 
 /// Largest message we accept for a torrent whose pieces carry at most `max_payload` bytes.
@@ -401,6 +537,11 @@ fn decode_extended(frame: &Bytes) -> Result<Message, DecodeError> {
         }),
         0 => ExtHandshake::decode(rest).map(Message::ExtHandshake),
         OUR_LIVE_ID => decode_live(frame).map(Message::Live),
+        OUR_PEX_ID if rest.len() > MAX_PEX_LEN => Err(DecodeError::PexTooLong {
+            len: rest.len(),
+            max: MAX_PEX_LEN,
+        }),
+        OUR_PEX_ID => Pex::decode(rest).map(Message::Pex),
         other => Err(DecodeError::UnknownExtension(other)),
     }
 }
@@ -480,8 +621,9 @@ fn substream(what: &'static str, rest: &[u8]) -> Result<Substream, DecodeError> 
     Ok(Substream { index, of })
 }
 
-/// Encodes a message. `peer_live_id` is the id the receiving peer asked for in its handshake.
-pub fn encode(msg: &Message, peer_live_id: u8, out: &mut BytesMut) {
+/// Encodes a message. `ext_id` is the id the receiving peer asked for, in its extended
+/// handshake, for this kind of extended message: live messages or PEX.
+pub fn encode(msg: &Message, ext_id: u8, out: &mut BytesMut) {
     let start = out.len();
     out.put_u32(0); // length, patched below
     match msg {
@@ -497,8 +639,13 @@ pub fn encode(msg: &Message, peer_live_id: u8, out: &mut BytesMut) {
         }
         Message::Live(live) => {
             out.put_u8(MSG_EXTENDED);
-            out.put_u8(peer_live_id);
+            out.put_u8(ext_id);
             encode_live(live, out);
+        }
+        Message::Pex(pex) => {
+            out.put_u8(MSG_EXTENDED);
+            out.put_u8(ext_id);
+            out.put_slice(&pex.encode());
         }
     }
     let len = (out.len() - start - 4) as u32;

@@ -143,14 +143,17 @@ impl AddrBook {
         self.changed
     }
 
-    /// Up to `room` addresses to dial now, lowest first (deterministic), skipping those
-    /// `connected` already reaches under another socket address. They count as busy until
-    /// `dial_failed` or `connection_ended`.
+    /// Up to `room` addresses to dial now, drawn at random (from `rng`, so a seeded node is
+    /// deterministic), skipping those `connected` already reaches under another socket
+    /// address. They count as busy until `dial_failed` or `connection_ended`. At random, not
+    /// in a fixed order: every node dialling the same first addresses fills those peers up
+    /// while others stay idle, and the late joiners are refused by all of them.
     pub fn take_dials(
         &mut self,
         now: Instant,
         room: usize,
         connected: &HashSet<SocketAddr>,
+        rng: &mut impl rand::Rng,
     ) -> Vec<SocketAddr> {
         self.changed = false;
         if room == 0 {
@@ -164,14 +167,16 @@ impl AddrBook {
             })
             .map(|(a, _)| *a)
             .collect();
+        // Sorted first: the map's own order differs from process to process.
         ready.sort_unstable();
-        ready.truncate(room);
-        for a in &ready {
+        let (chosen, _) = rand::seq::SliceRandom::partial_shuffle(&mut ready[..], rng, room);
+        let chosen = chosen.to_vec();
+        for a in &chosen {
             let e = self.entries.get_mut(a).unwrap();
             e.busy = true;
             e.next_try = Some(now + CONNECT_RETRY_MIN);
         }
-        ready
+        chosen
     }
 
     /// When the next backed-off address may be dialled (after `now`).
@@ -219,25 +224,25 @@ mod tests {
         let mut book = AddrBook::new([], 10);
         book.add(addr(1));
         let none = HashSet::new();
-        assert_eq!(book.take_dials(t0, 5, &none), vec![addr(1)]);
+        assert_eq!(book.take_dials(t0, 5, &none, &mut rng()), vec![addr(1)]);
         assert!(
-            book.take_dials(t0, 5, &none).is_empty(),
+            book.take_dials(t0, 5, &none, &mut rng()).is_empty(),
             "busy while dialling"
         );
         book.dial_failed(addr(1), t0);
         assert_eq!(book.next_dial(t0), Some(t0 + Duration::from_secs(2)));
         assert!(
-            book.take_dials(t0 + Duration::from_secs(1), 5, &none)
+            book.take_dials(t0 + Duration::from_secs(1), 5, &none, &mut rng())
                 .is_empty()
         );
         let mut t = t0 + Duration::from_secs(2);
-        assert_eq!(book.take_dials(t, 5, &none), vec![addr(1)]);
+        assert_eq!(book.take_dials(t, 5, &none, &mut rng()), vec![addr(1)]);
         for _ in 1..MAX_DIAL_FAILURES - 1 {
             book.dial_failed(addr(1), t);
             let at = book.next_dial(t).unwrap();
             assert!(at - t <= CONNECT_RETRY_MAX);
             t = at;
-            assert_eq!(book.take_dials(t, 5, &none), vec![addr(1)]);
+            assert_eq!(book.take_dials(t, 5, &none, &mut rng()), vec![addr(1)]);
         }
         book.dial_failed(addr(1), t);
         assert!(
@@ -252,26 +257,43 @@ mod tests {
         let mut book = AddrBook::new([], 10);
         book.add(addr(1));
         let none = HashSet::new();
-        book.take_dials(t0, 1, &none);
+        book.take_dials(t0, 1, &none, &mut rng());
         book.connection_ended(addr(1), t0, true);
-        book.take_dials(t0 + Duration::from_secs(2), 1, &none);
+        book.take_dials(t0 + Duration::from_secs(2), 1, &none, &mut rng());
         book.connection_ended(addr(1), t0, true);
         assert_eq!(book.next_dial(t0), Some(t0 + Duration::from_secs(4)));
-        book.take_dials(t0 + Duration::from_secs(4), 1, &none);
+        book.take_dials(t0 + Duration::from_secs(4), 1, &none, &mut rng());
         book.connection_ended(addr(1), t0, false);
         assert_eq!(book.next_dial(t0), Some(t0 + CONNECT_RETRY_MIN));
     }
 
+    fn rng() -> rand_chacha::ChaCha8Rng {
+        rand::SeedableRng::seed_from_u64(1)
+    }
+
     #[test]
-    fn dials_lowest_first_within_room_skipping_connected() {
+    fn dials_at_random_within_room_skipping_connected() {
         let t0 = Instant::now();
-        let mut book = AddrBook::new([], 10);
-        for i in (1..=5).rev() {
+        let mut book = AddrBook::new([], 100);
+        for i in 1..=50 {
             book.add(addr(i));
         }
         let connected: HashSet<_> = [addr(1)].into();
-        assert_eq!(book.take_dials(t0, 2, &connected), vec![addr(2), addr(3)]);
+        let first = book.take_dials(t0, 10, &connected, &mut rng());
+        assert_eq!(first.len(), 10);
+        assert!(!first.contains(&addr(1)));
         assert!(!book.changed());
+        // Not the ten lowest: every node dialling those would fill them up.
+        let lowest: Vec<_> = (2..=11).map(addr).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_ne!(sorted, lowest);
+        // The same seed draws the same addresses.
+        let mut again = AddrBook::new([], 100);
+        for i in (1..=50).rev() {
+            again.add(addr(i));
+        }
+        assert_eq!(again.take_dials(t0, 10, &connected, &mut rng()), first);
     }
 
     #[test]

@@ -129,6 +129,12 @@ impl Swarm {
             }
             (Phase::Active, Message::NotInterested) => p.peer_interested = false,
             (Phase::Active, Message::Live(live)) => self.on_live(id, live),
+            (Phase::Active, Message::Pex(pex)) => {
+                let heard = p.pex.heard(self.now, pex);
+                for addr in heard {
+                    self.addrs.add(addr);
+                }
+            }
             (Phase::Handshake, _) => unreachable!("the handshake is decoded separately"),
         }
     }
@@ -139,6 +145,7 @@ impl Swarm {
         };
         let p = self.peers.get_mut(id).unwrap();
         p.live_id = live_id;
+        p.pex.start(ext.pex_id, self.now);
         p.is_source = ext.role == Some(Role::Injector);
         p.is_seed = ext.role == Some(Role::Seed);
         if let Some(port) = ext.listen_port

@@ -24,6 +24,7 @@ mod download;
 mod fanout;
 mod messages;
 pub mod peer;
+pub mod pex;
 pub mod picker;
 pub mod playout;
 pub mod push;
@@ -232,6 +233,8 @@ pub const DEFAULT_SEND_BACKLOG: usize = 16 * 1024;
 const RECHOKE: Duration = Duration::from_secs(10);
 const ANNOUNCE_TICK: Duration = Duration::from_millis(100);
 /// A connection that ends sooner than this counts as a failed attempt.
+/// See `Swarm::dial_room`.
+const UNDIALABLE_AFTER: Duration = Duration::from_secs(5);
 const SHORT_LIVED: Duration = Duration::from_secs(30);
 /// Peer addresses remembered at most.
 const MAX_ADDRS: usize = 1000;
@@ -398,6 +401,7 @@ impl Swarm {
             listen_port: self.config.listen_port,
             role: Some(self.config.role),
             client: Some(concat!("nordlys ", env!("CARGO_PKG_VERSION")).into()),
+            pex_id: Some(wire::OUR_PEX_ID),
         };
         wire::encode(&Message::ExtHandshake(ext), 0, peer.outbox.buf());
         if outbound {
@@ -537,6 +541,25 @@ impl Swarm {
         }
         self.expire_requests(id);
         self.expire_queue(id);
+        self.send_pex(id);
+    }
+
+    /// Tells a peer, at most once a minute, the peers we dialled (see [`pex`]).
+    fn send_pex(&mut self, id: PeerId) {
+        let now = self.now;
+        let due = (self.peers.get(id)).and_then(|p| p.pex.deadline());
+        if due.is_none_or(|t| now < t) {
+            return;
+        }
+        let mut reachable: BTreeSet<SocketAddr> = (self.peers.values())
+            .filter(|p| p.is_active() && p.outbound)
+            .map(|p| p.addr)
+            .collect();
+        let p = self.peers.get_mut(id).unwrap();
+        reachable.remove(&p.addr);
+        if let Some((ext_id, pex)) = p.pex.due(now, &reachable) {
+            wire::encode(&Message::Pex(pex), ext_id, p.outbox.buf());
+        }
     }
 
     fn advance_playout(&mut self) {
@@ -563,19 +586,41 @@ impl Swarm {
 
     /// Opens connections while there is room, to addresses not dialled or backed off.
     fn dial(&mut self) {
-        let room = self.config.max_peers.saturating_sub(self.peers.len());
+        let (room, undialable_at) = self.dial_room();
         if room == 0 {
-            // Full: nothing to dial until a connection ends (which marks the book changed).
-            self.addrs.take_dials(self.now, 0, &HashSet::new());
-            self.timers.set(Timer::Dial, None);
+            // Full: nothing to dial until a connection ends (which marks the book changed),
+            // or until we conclude that nobody can dial us.
+            (self.addrs).take_dials(self.now, 0, &HashSet::new(), &mut self.rng);
+            self.timers.set(Timer::Dial, undialable_at);
             return;
         }
         let listening: HashSet<SocketAddr> =
             self.peers.values().filter_map(|p| p.listen_addr).collect();
-        for addr in self.addrs.take_dials(self.now, room, &listening) {
+        for addr in (self.addrs).take_dials(self.now, room, &listening, &mut self.rng) {
             self.outputs.push_back(Output::Connect(addr));
         }
-        self.timers.set(Timer::Dial, self.addrs.next_dial(self.now));
+        let next = [self.addrs.next_dial(self.now), undialable_at];
+        self.timers
+            .set(Timer::Dial, next.into_iter().flatten().min());
+    }
+
+    /// How many more connections to open, and when that may grow because nobody has dialled
+    /// us. A node that can be dialled opens at most half of `max_peers` itself and keeps the
+    /// rest for peers that can only dial out (behind NATs: 40 % of a home audience); otherwise
+    /// the dialable nodes fill each other's slots and late undialable ones find no room.
+    /// A node that no peer has dialled within `UNDIALABLE_AFTER` is taken to be undialable
+    /// and dials up to `max_peers`.
+    fn dial_room(&self) -> (usize, Option<Instant>) {
+        let max = self.config.max_peers;
+        let deadline = self.started + UNDIALABLE_AFTER;
+        let undialable = !self.peers.inbound_seen() && self.now >= deadline;
+        let outbound_max = if undialable { max } else { max.div_ceil(2) };
+        let outbound = self.peers.values().filter(|p| p.outbound).count();
+        let room = max
+            .saturating_sub(self.peers.len())
+            .min(outbound_max.saturating_sub(outbound));
+        let grows_at = (!self.peers.inbound_seen() && self.now < deadline).then_some(deadline);
+        (room, grows_at)
     }
 
     /// A stalled receiver whose next piece is gone for good: we do not hold it and every

@@ -69,6 +69,8 @@ pub struct Peer {
     pub standing: Standing,
     /// Bytes transmitted to it that the driver has not reported sent (flow control).
     pub unsent: usize,
+    /// Peer exchange with it.
+    pub pex: super::pex::PeerPex,
 }
 
 /// How far a peer's word goes. Requests in flight to it are bounded by a window that grows
@@ -269,6 +271,7 @@ impl Peer {
             srtt_us: None,
             standing: Standing::default(),
             unsent: 0,
+            pex: Default::default(),
         }
     }
 
@@ -346,6 +349,9 @@ impl Peer {
         if let Some((_, at)) = self.queue.front() {
             t = t.min(*at + MAX_QUEUE_WAIT);
         }
+        if let Some(at) = self.pex.deadline() {
+            t = t.min(at);
+        }
         t
     }
 
@@ -368,6 +374,8 @@ pub struct PeerTable {
     deadlines: BTreeSet<(Instant, PeerId)>,
     filed: HashMap<PeerId, Instant>,
     holders: Holders,
+    /// A peer has ever dialled us: we can be dialled.
+    inbound_seen: bool,
 }
 
 /// How many connected peers told us they hold each piece: the picker's rarest-first count,
@@ -403,9 +411,14 @@ impl PeerTable {
     pub fn insert(&mut self, peer: Peer) -> PeerId {
         self.next_id += 1;
         let id = self.next_id;
+        self.inbound_seen |= !peer.outbound;
         self.peers.insert(id, peer);
         self.touched.insert(id);
         id
+    }
+
+    pub fn inbound_seen(&self) -> bool {
+        self.inbound_seen
     }
 
     pub fn remove(&mut self, id: PeerId) -> Option<Peer> {

@@ -2,7 +2,11 @@ use super::*;
 
 fn round_trip(msg: Message) {
     let mut buf = BytesMut::new();
-    encode(&msg, OUR_LIVE_ID, &mut buf);
+    let id = match msg {
+        Message::Pex(_) => OUR_PEX_ID,
+        _ => OUR_LIVE_ID,
+    };
+    encode(&msg, id, &mut buf);
     let (back, used) = decode(&buf, max_message_len(32712)).unwrap();
     assert_eq!(back, msg);
     assert_eq!(used, buf.len());
@@ -23,6 +27,19 @@ fn messages_round_trip() {
         listen_port: Some(6881),
         role: Some(Role::Seed),
         client: Some("nordlys 0.1".into()),
+        pex_id: Some(OUR_PEX_ID),
+    }));
+    round_trip(Message::Pex(Pex::default()));
+    round_trip(Message::Pex(Pex {
+        added: vec![
+            ("10.0.0.1:6881".parse().unwrap(), PEX_REACHABLE),
+            ("10.0.0.2:51413".parse().unwrap(), 0),
+            ("[2001:db8::1]:6881".parse().unwrap(), PEX_REACHABLE),
+        ],
+        dropped: vec![
+            "10.0.0.3:1".parse().unwrap(),
+            "[2001:db8::2]:65535".parse().unwrap(),
+        ],
     }));
     round_trip(Message::Live(LiveMessage::Have {
         window_start: 3,
@@ -156,11 +173,13 @@ fn unsorted_ext_handshake_is_accepted() {
             listen_port: Some(6881),
             role: None,
             client: Some("xxxx".into()),
+            pex_id: None,
         }
     );
     // Nested `m` unsorted too, among other clients' extensions.
     let nested = b"d1:md6:ut_pexi2e12:nordlys_livei3e11:ut_metadatai1eee";
-    assert_eq!(decode_ext(nested).unwrap().live_id, Some(3));
+    let ext = decode_ext(nested).unwrap();
+    assert_eq!((ext.live_id, ext.pex_id), (Some(3), Some(2)));
 }
 
 #[test]
@@ -187,6 +206,7 @@ fn ext_handshake_ignores_unknown_keys_of_every_type() {
             listen_port: Some(51413),
             role: Some(Role::Receiver),
             client: Some("qBittorrent/4".into()),
+            pex_id: Some(1),
         }
     );
     // Known keys with values of the wrong type or out of range are ignored, not fatal.
@@ -198,6 +218,7 @@ fn ext_handshake_ignores_unknown_keys_of_every_type() {
             listen_port: None,
             role: None,
             client: Some("x".into()),
+            pex_id: None,
         }
     );
     assert_eq!(
@@ -300,6 +321,10 @@ fn variant(e: &DecodeError) -> &'static str {
         DecodeError::TooManyHaveEntries { .. } => "TooManyHaveEntries",
         DecodeError::BadSubstream { .. } => "BadSubstream",
         DecodeError::HaveCountMismatch { .. } => "HaveCountMismatch",
+        DecodeError::PexTooLong { .. } => "PexTooLong",
+        DecodeError::PexNotDict => "PexNotDict",
+        DecodeError::BadCompactPeers { .. } => "BadCompactPeers",
+        DecodeError::TooManyPexPeers { .. } => "TooManyPexPeers",
     }
 }
 
@@ -314,6 +339,10 @@ fn every_decode_error_is_reachable() {
     have_9000.extend_from_slice(&0u64.to_be_bytes());
     have_9000.extend_from_slice(&9000u16.to_be_bytes());
     let have_9000 = framed(&[&[MSG_EXTENDED, OUR_LIVE_ID], have_9000.as_slice()].concat());
+    let pex = |body: &[u8]| framed(&[&[MSG_EXTENDED, OUR_PEX_ID], body].concat());
+    let mut pex_101 = b"d5:added606:".to_vec();
+    pex_101.extend_from_slice(&[1; 606]);
+    pex_101.push(b'e');
     let cases: Vec<(Result<Message, DecodeError>, DecodeError)> = vec![
         (
             decode(&[0, 0, 0, 1], 100).map(|m| m.0),
@@ -428,6 +457,32 @@ fn every_decode_error_is_reachable() {
             Handshake::decode(b"\x13BitTorrent protocoX").map(|_| Message::KeepAlive),
             DecodeError::BadHandshake,
         ),
+        (
+            decode(&pex(&[b' '; MAX_PEX_LEN + 1]), 1 << 20).map(|m| m.0),
+            DecodeError::PexTooLong {
+                len: MAX_PEX_LEN + 1,
+                max: MAX_PEX_LEN,
+            },
+        ),
+        (
+            decode(&pex(b"le"), 100).map(|m| m.0),
+            DecodeError::PexNotDict,
+        ),
+        (
+            decode(&pex(b"d7:dropped5:12345e"), 100).map(|m| m.0),
+            DecodeError::BadCompactPeers {
+                key: "dropped",
+                len: 5,
+            },
+        ),
+        (
+            decode(&pex(&pex_101), 1 << 20).map(|m| m.0),
+            DecodeError::TooManyPexPeers {
+                what: "added",
+                count: 101,
+                max: MAX_PEX_PEERS,
+            },
+        ),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (got, want) in cases {
@@ -453,6 +508,10 @@ fn every_decode_error_is_reachable() {
         "TooManyHaveEntries",
         "HaveCountMismatch",
         "BadSubstream",
+        "PexTooLong",
+        "PexNotDict",
+        "BadCompactPeers",
+        "TooManyPexPeers",
     ];
     assert_eq!(seen, all.into_iter().collect());
     assert_eq!(
@@ -467,4 +526,23 @@ fn every_decode_error_is_reachable() {
         .to_string(),
         "extended handshake: nested deeper than 16 lists and dictionaries (at byte 20)"
     );
+}
+
+#[test]
+fn pex_is_read_leniently_where_it_can_be() {
+    let pex = |body: &[u8]| {
+        let mut frame = ((body.len() + 2) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[MSG_EXTENDED, OUR_PEX_ID]);
+        frame.extend_from_slice(body);
+        match decode(&frame, 1 << 20).unwrap().0 {
+            Message::Pex(p) => p,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Unknown keys of any type, unsorted; flags of the wrong length count as none.
+    let got = pex(b"d1:xli1ee7:added.f3:\x10\x10\x105:added6:\x0a\x00\x00\x01\x1a\xe1e");
+    assert_eq!(got.added, vec![("10.0.0.1:6881".parse().unwrap(), 0)]);
+    assert!(got.dropped.is_empty());
+    // Keys of the wrong type are as if absent.
+    assert_eq!(pex(b"d5:addedi7e7:droppedlee"), Pex::default());
 }
