@@ -172,6 +172,8 @@ mod tests {
             claims_refused: 0,
             peers_benched: 0,
             peers_banned: 0,
+            addrs_known: 0,
+            pex_addrs: 0,
             push: Default::default(),
             startup_ms: None,
             output_span_ms: None,

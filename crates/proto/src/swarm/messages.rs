@@ -132,7 +132,9 @@ impl Swarm {
             (Phase::Active, Message::Pex(pex)) => {
                 let heard = p.pex.heard(self.now, pex);
                 for addr in heard {
-                    self.addrs.add(addr);
+                    if !self.addrs.contains(&addr) && self.addrs.add(addr) {
+                        self.stats.pex_addrs += 1;
+                    }
                 }
             }
             (Phase::Handshake, _) => unreachable!("the handshake is decoded separately"),

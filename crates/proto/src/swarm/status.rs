@@ -38,6 +38,8 @@ pub struct Counters {
     /// Times a peer was not asked for a while after leaving requests unanswered.
     pub peers_benched: u64,
     pub peers_banned: u64,
+    /// Addresses first heard of from peer exchange.
+    pub pex_addrs: u64,
 }
 
 /// Push along substreams (see `swarm::push`).
@@ -85,6 +87,9 @@ pub struct SwarmStatus {
     pub claims_refused: u64,
     pub peers_benched: u64,
     pub peers_banned: u64,
+    /// Addresses in the address book, and how many came first from peer exchange.
+    pub addrs_known: usize,
+    pub pex_addrs: u64,
     pub push: PushStatus,
     pub startup_ms: Option<u64>,
     /// Milliseconds of stream output since hook-in (by the injector's timestamps).
@@ -129,6 +134,8 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         claims_refused: c.claims_refused,
         peers_benched: c.peers_benched,
         peers_banned: c.peers_banned,
+        addrs_known: s.addrs.len(),
+        pex_addrs: c.pex_addrs,
         push: PushStatus {
             substreams: s.push.substreams(),
             parents: (0..s.push.substreams() as usize)

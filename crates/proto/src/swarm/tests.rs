@@ -240,6 +240,7 @@ fn peers_exchange_the_addresses_that_accept_connections() {
         .filter(|o| matches!(o, Output::Connect(_)))
         .collect();
     assert_eq!(dials, vec![Output::Connect(addr(7, 6881))]);
+    assert_eq!(s.status(t1).pex_addrs, 1);
 }
 
 #[test]
