@@ -232,9 +232,9 @@ pub const DEFAULT_SEND_BACKLOG: usize = 16 * 1024;
 
 const RECHOKE: Duration = Duration::from_secs(10);
 const ANNOUNCE_TICK: Duration = Duration::from_millis(100);
-/// A connection that ends sooner than this counts as a failed attempt.
 /// See `Swarm::dial_room`.
 const UNDIALABLE_AFTER: Duration = Duration::from_secs(5);
+/// A connection that ends sooner than this counts as a failed attempt.
 const SHORT_LIVED: Duration = Duration::from_secs(30);
 /// Peer addresses remembered at most.
 const MAX_ADDRS: usize = 1000;
@@ -590,13 +590,17 @@ impl Swarm {
         if room == 0 {
             // Full: nothing to dial until a connection ends (which marks the book changed),
             // or until we conclude that nobody can dial us.
-            (self.addrs).take_dials(self.now, 0, &HashSet::new(), &mut self.rng);
+            self.addrs
+                .take_dials(self.now, 0, &HashSet::new(), &mut self.rng);
             self.timers.set(Timer::Dial, undialable_at);
             return;
         }
         let listening: HashSet<SocketAddr> =
             self.peers.values().filter_map(|p| p.listen_addr).collect();
-        for addr in (self.addrs).take_dials(self.now, room, &listening, &mut self.rng) {
+        for addr in self
+            .addrs
+            .take_dials(self.now, room, &listening, &mut self.rng)
+        {
             self.outputs.push_back(Output::Connect(addr));
         }
         let next = [self.addrs.next_dial(self.now), undialable_at];

@@ -15,6 +15,8 @@ use super::*;
 use crate::piece::FLAG_RANDOM_ACCESS;
 use crate::wire::{Handshake, Message};
 
+mod connections;
+
 fn drain(s: &mut Swarm) -> Vec<Output> {
     std::iter::from_fn(|| s.poll_output()).collect()
 }
@@ -67,7 +69,16 @@ struct RawPeer {
 
 impl RawPeer {
     fn connect(s: &mut Swarm, now: Instant, from: SocketAddr) -> RawPeer {
-        let id = s.accept(now, from, Direction::Inbound).unwrap();
+        RawPeer::with(s, now, from, Direction::Inbound)
+    }
+
+    /// A peer the core dialled (so it accepts connections).
+    fn dialled(s: &mut Swarm, now: Instant, at: SocketAddr) -> RawPeer {
+        RawPeer::with(s, now, at, Direction::Outbound)
+    }
+
+    fn with(s: &mut Swarm, now: Instant, addr: SocketAddr, direction: Direction) -> RawPeer {
+        let id = s.accept(now, addr, direction).unwrap();
         let mut heard = Heard::default();
         heard.take(&drain(s), id);
         RawPeer { id, heard }
@@ -92,8 +103,20 @@ impl RawPeer {
         self.send(s, now, &buf);
     }
 
-    /// The BitTorrent handshake, then the BEP 10 one, as our own client sends them.
+    /// The BitTorrent handshake, then the BEP 10 one, as our own client sends them, without
+    /// peer exchange (so that the core sends the test no PEX messages).
     fn handshake(&mut self, s: &mut Swarm, now: Instant, peer_id: [u8; 20], role: Role) {
+        self.handshake_with_pex(s, now, peer_id, role, None);
+    }
+
+    fn handshake_with_pex(
+        &mut self,
+        s: &mut Swarm,
+        now: Instant,
+        peer_id: [u8; 20],
+        role: Role,
+        pex_id: Option<u8>,
+    ) {
         let hs = Handshake {
             extensions: true,
             info_hash: info_hash().0,
@@ -105,7 +128,7 @@ impl RawPeer {
             listen_port: Some(6881),
             role: Some(role),
             client: Some("raw".into()),
-            pex_id: None,
+            pex_id,
         };
         self.send_msg(s, now, Message::ExtHandshake(ext));
     }
@@ -121,187 +144,6 @@ impl RawPeer {
         };
         self.send_msg(s, now, Message::Live(have));
     }
-}
-
-#[test]
-fn inbound_connections_beyond_max_peers_are_refused() {
-    let t0 = Instant::now();
-    let mut c = config(Role::Seed, 0);
-    c.max_peers = 2;
-    let mut s = Swarm::new(c, t0);
-    assert!(s.accept(t0, addr(1, 5000), Direction::Inbound).is_ok());
-    assert!(s.accept(t0, addr(2, 5000), Direction::Inbound).is_ok());
-    assert_eq!(
-        s.accept(t0, addr(3, 5000), Direction::Inbound),
-        Err(Refusal::Full)
-    );
-    // A refused connection leaves nothing behind.
-    assert_eq!(s.peers.len(), 2);
-}
-
-#[test]
-fn failed_dials_are_retried_after_a_growing_backoff() {
-    let t0 = Instant::now();
-    let mut s = Swarm::new(config(Role::Receiver, 0), t0);
-    let target = addr(1, 6881);
-    s.handle(t0, Input::PeerAddrs(vec![target]));
-    let dials = |outs: Vec<Output>| {
-        outs.iter()
-            .filter(|o| **o == Output::Connect(target))
-            .count()
-    };
-    assert_eq!(dials(drain(&mut s)), 1);
-    let mut now = t0;
-    let mut waits = Vec::new();
-    for _ in 0..3 {
-        s.handle(now, Input::ConnectFailed(target));
-        assert_eq!(dials(drain(&mut s)), 0, "not at once");
-        // Step through the timers until the core dials again.
-        let failed_at = now;
-        loop {
-            now = s.poll_timeout().unwrap();
-            s.handle(now, Input::Timeout);
-            if dials(drain(&mut s)) == 1 {
-                break;
-            }
-            assert!(now - failed_at < Duration::from_secs(60));
-        }
-        waits.push(now - failed_at);
-    }
-    assert_eq!(
-        waits,
-        [2, 4, 8].map(Duration::from_secs).to_vec(),
-        "the backoff doubles"
-    );
-}
-
-#[test]
-fn peers_exchange_the_addresses_that_accept_connections() {
-    let t0 = Instant::now();
-    let mut s = Swarm::new(config(Role::Receiver, 0), t0);
-    // Two peers we dialled, so they accept connections, and one that dialled us.
-    for (i, a) in [(1u8, addr(1, 6881)), (2, addr(2, 6881))] {
-        let id = s.accept(t0, a, Direction::Outbound).unwrap();
-        let mut raw = RawPeer {
-            id,
-            heard: Heard::default(),
-        };
-        raw.heard.take(&drain(&mut s), id);
-        raw.handshake(&mut s, t0, [i; 20], Role::Receiver);
-    }
-    let mut listener = RawPeer::connect(&mut s, t0, addr(3, 40000));
-    let hs = Handshake {
-        extensions: true,
-        info_hash: info_hash().0,
-        peer_id: [3; 20],
-    };
-    listener.send(&mut s, t0, &hs.encode());
-    let ext = ExtHandshake {
-        live_id: Some(wire::OUR_LIVE_ID),
-        listen_port: Some(6881),
-        role: Some(Role::Receiver),
-        client: None,
-        pex_id: Some(wire::OUR_PEX_ID),
-    };
-    listener.send_msg(&mut s, t0, Message::ExtHandshake(ext));
-    let pex_heard = |l: &RawPeer| -> Vec<wire::Pex> {
-        (l.heard.messages.iter())
-            .filter_map(|m| match m {
-                Message::Pex(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    // Told after pex::FIRST, of the peers we dialled only.
-    s.handle(t0 + pex::FIRST - Duration::from_millis(1), Input::Timeout);
-    listener.heard.take(&drain(&mut s), listener.id);
-    assert!(pex_heard(&listener).is_empty());
-    let t1 = t0 + pex::FIRST;
-    s.handle(t1, Input::Timeout);
-    listener.heard.take(&drain(&mut s), listener.id);
-    let told = pex_heard(&listener);
-    assert_eq!(told.len(), 1);
-    assert_eq!(
-        told[0].added,
-        vec![
-            (addr(1, 6881), wire::PEX_REACHABLE),
-            (addr(2, 6881), wire::PEX_REACHABLE)
-        ]
-    );
-    // What it tells us: the peers flagged as accepting connections are dialled.
-    let mut buf = BytesMut::new();
-    let pex = wire::Pex {
-        added: vec![(addr(7, 6881), wire::PEX_REACHABLE), (addr(8, 6881), 0)],
-        dropped: vec![],
-    };
-    wire::encode(&Message::Pex(pex), wire::OUR_PEX_ID, &mut buf);
-    s.handle(t1, Input::Data(listener.id, buf.freeze()));
-    let dials: Vec<Output> = (drain(&mut s).into_iter())
-        .filter(|o| matches!(o, Output::Connect(_)))
-        .collect();
-    assert_eq!(dials, vec![Output::Connect(addr(7, 6881))]);
-    assert_eq!(s.status(t1).pex_addrs, 1);
-}
-
-#[test]
-fn a_node_dials_half_of_max_peers_until_it_learns_that_nobody_can_dial_it() {
-    let t0 = Instant::now();
-    let run = |dialled_by_someone: bool| {
-        let mut c = config(Role::Receiver, 0);
-        c.max_peers = 10;
-        let mut s = Swarm::new(c, t0);
-        s.handle(
-            t0,
-            Input::PeerAddrs((1..=30).map(|i| addr(i, 6881)).collect()),
-        );
-        let dials = |s: &mut Swarm| -> Vec<SocketAddr> {
-            (drain(s).into_iter())
-                .filter_map(|o| match o {
-                    Output::Connect(a) => Some(a),
-                    _ => None,
-                })
-                .collect()
-        };
-        let mut counts = vec![];
-        let first = dials(&mut s);
-        counts.push(first.len());
-        for a in first {
-            s.accept(t0, a, Direction::Outbound).unwrap();
-        }
-        if dialled_by_someone {
-            s.accept(t0, addr(100, 5000), Direction::Inbound).unwrap();
-        }
-        // Step through the timers to just past UNDIALABLE_AFTER.
-        let mut now = t0;
-        let mut later = 0;
-        while let Some(at) = s.poll_timeout().filter(|&at| at <= t0 + UNDIALABLE_AFTER) {
-            now = at;
-            s.handle(now, Input::Timeout);
-            later += dials(&mut s).len();
-        }
-        counts.push(later);
-        counts
-    };
-    // Half the slots stay for peers that can only dial out; a node nobody dials takes them.
-    assert_eq!(run(false), [5, 5]);
-    assert_eq!(run(true), [5, 0]);
-}
-
-#[test]
-fn the_address_book_is_bounded() {
-    let t0 = Instant::now();
-    let mut c = config(Role::Receiver, 0);
-    c.max_peers = 5000;
-    let mut s = Swarm::new(c, t0);
-    let many: Vec<SocketAddr> = (0..3000u32)
-        .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 6881)))
-        .collect();
-    s.handle(t0, Input::PeerAddrs(many));
-    let dials = drain(&mut s)
-        .iter()
-        .filter(|o| matches!(o, Output::Connect(_)))
-        .count();
-    assert_eq!(dials, MAX_ADDRS);
 }
 
 #[test]
