@@ -77,6 +77,10 @@ pub struct Config {
     pub self_addrs: Vec<SocketAddr>,
     /// Piece payload bytes per second we upload at most.
     pub upload_limit: Option<u64>,
+    /// Under the upload limit, a request that would wait longer than this behind the
+    /// requests served before it is refused at once (see [`upload::ADMIT_WAIT`]); `None`:
+    /// queued while the peer's queue has room.
+    pub admit_wait: Option<Duration>,
     pub upload_slots: usize,
     pub max_peers: usize,
     /// Seedboxes the injector always serves and feeds first.
@@ -113,6 +117,7 @@ impl Config {
             listen_port: None,
             self_addrs: Vec::new(),
             upload_limit: None,
+            admit_wait: Some(upload::ADMIT_WAIT),
             upload_slots: 40,
             max_peers: 50,
             trusted: Vec::new(),

@@ -27,6 +27,11 @@ impl TokenBucket {
         self.last = now;
     }
 
+    /// Bytes a second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// When the bucket was last refilled.
     pub fn last(&self) -> Instant {
         self.last

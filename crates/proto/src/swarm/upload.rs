@@ -6,6 +6,11 @@ use super::*;
 
 const OPTIMISTIC_EVERY: u32 = 3; // rechokes
 const MAX_QUEUE_PER_PEER: usize = 32;
+/// A request that would wait longer than this behind the requests served before it (at the
+/// upload limit) is refused at once: the requester learns in one round trip that it should
+/// ask someone else, instead of waiting for its timeout. In a flash crowd, before this, three
+/// of four requests a newcomer sent before its first output timed out (concert-200, seed 1).
+pub const ADMIT_WAIT: Duration = Duration::from_millis(250);
 /// The injector tells everyone about a piece this long after it was made; before that only
 /// the peer it fed first knows, so the swarm, not the injector, carries the copies.
 const SOURCE_HOLD: Duration = Duration::from_millis(1000);
@@ -65,6 +70,15 @@ impl Uploader {
         }
     }
 
+    /// How long the upload limit takes to send `pieces` pieces of `len` bytes; `None`
+    /// without a limit.
+    fn time_to_send(&self, pieces: usize, len: u64) -> Option<Duration> {
+        let rate = self.bucket.as_ref()?.rate();
+        Some(Duration::from_micros(
+            pieces as u64 * len * 1_000_000 / rate,
+        ))
+    }
+
     pub fn forget_peer(&mut self, id: PeerId) {
         self.queued.remove(&id);
         if self.optimistic == Some(id) {
@@ -89,6 +103,7 @@ impl Swarm {
         if self.push.is_queued(id, seq) {
             return; // a push on its way: it will come
         }
+        let overloaded = self.waits_too_long(id);
         let p = self.peers.get_mut(id).unwrap();
         if self.push.was_pushed(id, seq) {
             // A repair that crossed our push: the piece arrives before this Reject.
@@ -110,6 +125,7 @@ impl Swarm {
             || !have
             || p.queue.len() >= MAX_QUEUE_PER_PEER
             || (spread && !p.trusted)
+            || overloaded
         {
             send_live(p, LiveMessage::Reject { seq });
         } else {
@@ -130,6 +146,31 @@ impl Swarm {
         for seq in held {
             self.on_cancel(id, seq);
         }
+    }
+
+    /// Whether a new request of `id`'s would not have left within [`Config::admit_wait`]
+    /// (one alone is always queued, as are a trusted peer's). Served in turn, it waits for
+    /// each peer's requests up to as many as its own, whatever their tier: a busy uploader
+    /// sends its requesters elsewhere whoever they are, which spreads the load, and a peer
+    /// that keeps its queue full counts no more than one that asks as much as the asker.
+    fn waits_too_long(&self, id: PeerId) -> bool {
+        let Some(asker) = self.peers.get(id).filter(|p| !p.trusted) else {
+            return false;
+        };
+        let place = asker.queue.len() + 1;
+        let ahead: usize = (self.upload.queued.iter())
+            .filter(|&&q| q != id)
+            .filter_map(|q| self.peers.get(*q))
+            .map(|q| q.queue.len().min(place))
+            .sum();
+        let len = self.config.max_payload as u64;
+        let before = ahead + place - 1;
+        before > 0
+            && (self
+                .config
+                .admit_wait
+                .zip(self.upload.time_to_send(before + 1, len)))
+            .is_some_and(|(admit, wait)| wait > admit)
     }
 
     pub(super) fn on_cancel(&mut self, id: PeerId, seq: u64) {
@@ -160,9 +201,12 @@ impl Swarm {
 
     /// Sends queued pieces as the upload limit allows: trusted seedboxes first (what they get,
     /// they pass on to many), then the peers that have delivered pieces to us, then the rest,
-    /// in turn within each tier. Serving those that give first keeps a peer that only takes
-    /// (or claims and never delivers) from crowding out the peers that carry the swarm; it
-    /// gets what upload is left, as an honest peer without upload does.
+    /// suspects last, in turn within each tier. Serving those that give first keeps a peer
+    /// that only takes (or claims and never delivers) from crowding out the peers that carry
+    /// the swarm; it gets what upload is left, as an honest peer without upload does. Of a
+    /// peer's requests the one for the oldest piece goes first: it is due soonest there.
+    /// Not across peers: a peer that asks for old pieces would then come before the live
+    /// edge every time (see README, "Figures").
     pub(super) fn serve_requests(&mut self) {
         self.timers.set(Timer::Upload, None);
         let now = self.now;
@@ -176,10 +220,10 @@ impl Swarm {
                 return;
             };
             let p = self.peers.get_mut(id).unwrap();
-            let seq = p.queue.front().unwrap().0;
+            let (place, seq) = oldest_asked(p).unwrap();
             let Some(piece) = self.store.get(seq) else {
                 // Gone from the window since it was asked for.
-                p.queue.pop_front();
+                p.queue.remove(place);
                 if p.queue.is_empty() {
                     self.upload.queued.remove(&id);
                 }
@@ -190,7 +234,7 @@ impl Swarm {
             if let Err(at) = self.upload.take(len, now) {
                 return self.timers.set(Timer::Upload, Some(at));
             }
-            p.queue.pop_front();
+            p.queue.remove(place);
             if p.queue.is_empty() {
                 self.upload.queued.remove(&id);
             }
@@ -213,18 +257,7 @@ impl Swarm {
             match self.peers.get(id) {
                 // Its connection still drains what it was sent: its turn waits.
                 Some(p) if !p.queue.is_empty() && !self.can_send_to(p) => {}
-                Some(p) if !p.queue.is_empty() => {
-                    let tier = if p.trusted {
-                        0
-                    } else if p.standing.proven {
-                        1
-                    } else if !p.standing.is_suspect() {
-                        2
-                    } else {
-                        3
-                    };
-                    tiers[tier].push(id);
-                }
+                Some(p) if !p.queue.is_empty() => tiers[serve_tier(p)].push(id),
                 _ => {
                     self.upload.queued.remove(&id);
                 }
@@ -399,6 +432,27 @@ impl Swarm {
     }
 }
 
+/// The order in which peers' requests are served: 0 trusted, 1 it delivered to us on this
+/// connection, 2 the rest, 3 suspects (see [`Swarm::serve_requests`]).
+fn serve_tier(p: &Peer) -> usize {
+    if p.trusted {
+        0
+    } else if p.standing.proven {
+        1
+    } else if !p.standing.is_suspect() {
+        2
+    } else {
+        3
+    }
+}
+
+/// The peer's queued request for the oldest piece: its place in the queue, and the piece.
+fn oldest_asked(p: &Peer) -> Option<(usize, u64)> {
+    (p.queue.iter().enumerate())
+        .min_by_key(|(_, (seq, _))| *seq)
+        .map(|(i, (seq, _))| (i, *seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +595,7 @@ mod tests {
         let mut c = config(Role::Seed, 0);
         // A piece a second, and the bucket drained: nothing goes within the wait.
         c.upload_limit = Some(PAYLOAD as u64);
+        c.admit_wait = None;
         let mut s = seed_with_pieces(c, t0);
         s.upload
             .bucket
@@ -600,30 +655,91 @@ mod tests {
     #[test]
     fn under_the_upload_limit_trusted_peers_are_served_first_then_the_others_in_turn() {
         let (a, b, trusted) = (0, 1, 2);
-        let order = serve_one_a_second(&[&[1, 2], &[3, 4], &[5, 6]], |s, ids| {
+        let order = serve_one_a_second(&[&[1, 2], &[1, 2], &[5, 6]], |s, ids| {
             s.peers.get_mut(ids[trusted]).unwrap().trusted = true;
         });
-        let expected = [(trusted, 5), (trusted, 6), (a, 1), (b, 3), (a, 2), (b, 4)];
+        let expected = [(trusted, 5), (trusted, 6), (a, 1), (b, 1), (a, 2), (b, 2)];
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn a_peers_request_for_its_oldest_piece_goes_first_and_the_peers_in_turn() {
+        let (a, b) = (0, 1);
+        // a asks for 7 before 2: its 2 goes first. Across peers the turn decides, not the
+        // piece (a's 7 before b's 5).
+        let order = serve_one_a_second(&[&[7, 2], &[5, 2]], |_, _| {});
+        let expected = [(a, 2), (b, 2), (a, 7), (b, 5)];
         assert_eq!(order, expected);
     }
 
     #[test]
     fn peers_that_delivered_to_us_are_served_before_those_that_never_did() {
         let (taker, giver, other_giver) = (0, 1, 2);
-        let order = serve_one_a_second(&[&[1, 2], &[3, 4], &[5]], |s, ids| {
+        let order = serve_one_a_second(&[&[1, 2], &[3, 4], &[3]], |s, ids| {
             for i in [giver, other_giver] {
                 s.peers.get_mut(ids[i]).unwrap().standing.delivered();
             }
         });
-        // The givers in turn, then what is left to the peer that only takes.
+        // The givers in turn, then what is left to the peer that only takes, though it
+        // asked for older pieces.
         let expected = [
             (giver, 3),
-            (other_giver, 5),
+            (other_giver, 3),
             (giver, 4),
             (taker, 1),
             (taker, 2),
         ];
         assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn a_request_that_would_wait_past_admit_wait_is_refused_at_once_unless_trusted() {
+        let t0 = Instant::now();
+        let mut c = config(Role::Seed, 0);
+        // Ten pieces a second, the bucket drained: each piece queued is 100 ms of waiting.
+        c.upload_limit = Some(10 * PAYLOAD as u64);
+        let mut s = seed_with_pieces(c, t0);
+        s.upload.take(PAYLOAD as u64, t0).unwrap();
+        let (a, b, giver, trusted) = (
+            active_peer(&mut s, 1),
+            active_peer(&mut s, 2),
+            active_peer(&mut s, 3),
+            active_peer(&mut s, 4),
+        );
+        s.peers.get_mut(giver).unwrap().standing.delivered();
+        s.peers.get_mut(trusted).unwrap().trusted = true;
+        s.on_request(a, 1);
+        s.on_request(a, 2); // sent within 200 ms
+        assert!(sent_live(&mut s, a).is_empty());
+        s.on_request(a, 3);
+        assert_eq!(sent_live(&mut s, a), vec![LiveMessage::Reject { seq: 3 }]);
+        // In turn, b's first waits for one of a's only: queued.
+        s.on_request(b, 4);
+        assert!(sent_live(&mut s, b).is_empty());
+        // Served before the others, but the uploader is busy all the same: ask elsewhere.
+        s.on_request(giver, 5);
+        assert_eq!(
+            sent_live(&mut s, giver),
+            vec![LiveMessage::Reject { seq: 5 }]
+        );
+        for seq in 6..=9 {
+            s.on_request(trusted, seq);
+        }
+        assert!(sent_live(&mut s, trusted).is_empty());
+        assert_eq!(queued(&s, a), vec![1, 2]);
+        assert_eq!(queued(&s, b), vec![4]);
+        assert_eq!(queued(&s, trusted), (6..=9).collect::<Vec<_>>());
+        assert_eq!(s.peers.get(a).unwrap().repeated_requests, 0);
+        // Without a limit, or without admission, everything is queued.
+        let mut c = config(Role::Seed, 0);
+        c.upload_limit = Some(PAYLOAD as u64);
+        c.admit_wait = None;
+        let mut s = seed_with_pieces(c, t0);
+        let a = active_peer(&mut s, 1);
+        for seq in 1..=5 {
+            s.on_request(a, seq);
+        }
+        assert_eq!(queued(&s, a), (1..=5).collect::<Vec<_>>());
     }
 
     #[test]
@@ -725,6 +841,7 @@ mod tests {
         let mut c = config(Role::Seed, 0);
         // A burst of one piece: each second lets exactly one more go.
         c.upload_limit = Some(PAYLOAD as u64);
+        c.admit_wait = None; // the order, not the admission
         let mut s = seed_with_pieces(c, t0);
         let ids: Vec<PeerId> = (1..=asks.len() as u8)
             .map(|host| active_peer(&mut s, host))
