@@ -547,26 +547,27 @@ mod tests {
         assert_eq!(s.receivers, 40);
         assert_eq!(s.never_started, 0, "{s:?}");
         // Where it stands today (2026-12-07), exactly, as the run is seeded: a change in
-        // behaviour shows here as a changed figure, which its commit explains. 38 of 40 at
-        // 0.995 or better, the worst at 0.984, first byte 1.26 s, delay 0.75 s, origin 1.25
-        // copies since uploaders refuse at once what would wait over 250 ms (31, 0.968,
-        // 1.26 s, 0.89 s and 1.24 before; the
-        // commits before that give their own figures); the goal of 99 % is ahead (see README,
-        // "At scale").
-        assert_eq!((s.continuity_995 * 40.0).round(), 38.0, "{s:?}");
+        // behaviour shows here as a changed figure, which its commit explains. 34 of 40 at
+        // 0.995 or better, the worst at 0.977, first byte 1.25 s, delay 0.75 s, origin 1.26
+        // copies since dialable nodes open a quarter of their connections themselves, not
+        // half (38, 0.984, 1.26 s, 0.75 s and 1.25: this small crowd lost where concert-200
+        // gained; 31, 0.968, 1.26 s, 0.89 s and 1.24 before uploaders refused at once what
+        // would wait over 250 ms; the commits before that give their own figures); the goal
+        // of 99 % is ahead (see README, "At scale").
+        assert_eq!((s.continuity_995 * 40.0).round(), 34.0, "{s:?}");
         assert_eq!(
             (s.continuity_min * 1e4).round(),
-            9840.0,
+            9773.0,
             "worst continuity: {s:?}"
         );
         assert_eq!(
             (s.startup_median_ms, s.delay_median_ms, s.events),
-            (Some(1257), Some(750), 343_255),
+            (Some(1250), Some(750), 309_118),
             "{s:?}"
         );
         assert_eq!(
             (s.origin_copies * 100.0).round(),
-            125.0,
+            126.0,
             "the swarm, not the origin, carries it: {s:?}"
         );
         let left = r.peers.iter().filter(|p| p.left_s.is_some()).count();
