@@ -77,9 +77,8 @@ pub struct Config {
     pub self_addrs: Vec<SocketAddr>,
     /// Piece payload bytes per second we upload at most.
     pub upload_limit: Option<u64>,
-    /// Under the upload limit, a request that would wait longer than this behind the
-    /// requests served before it is refused at once (see [`upload::ADMIT_WAIT`]); `None`:
-    /// queued while the peer's queue has room.
+    /// Under the upload limit, a request that would not have left within this is refused at
+    /// once (see [`upload::ADMIT_WAIT`]); `None`: queued while the peer's queue has room.
     pub admit_wait: Option<Duration>,
     pub upload_slots: usize,
     pub max_peers: usize,

@@ -6,9 +6,9 @@ use super::*;
 
 const OPTIMISTIC_EVERY: u32 = 3; // rechokes
 const MAX_QUEUE_PER_PEER: usize = 32;
-/// A request that would wait longer than this behind the requests served before it (at the
-/// upload limit) is refused at once: the requester learns in one round trip that it should
-/// ask someone else, instead of waiting for its timeout. In a flash crowd, before this, three
+/// A request that would not have left within this (at the upload limit, see
+/// `Swarm::waits_too_long`) is refused at once: the requester learns in one round trip that
+/// it should ask someone else, instead of waiting for its timeout. In a flash crowd, before this, three
 /// of four requests a newcomer sent before its first output timed out (concert-200, seed 1).
 pub const ADMIT_WAIT: Duration = Duration::from_millis(250);
 /// The injector tells everyone about a piece this long after it was made; before that only
@@ -157,20 +157,20 @@ impl Swarm {
         let Some(asker) = self.peers.get(id).filter(|p| !p.trusted) else {
             return false;
         };
+        // The new request is the asker's `place`-th: each other peer is served at most that
+        // many times before it.
         let place = asker.queue.len() + 1;
-        let ahead: usize = (self.upload.queued.iter())
+        let others: usize = (self.upload.queued.iter())
             .filter(|&&q| q != id)
             .filter_map(|q| self.peers.get(*q))
             .map(|q| q.queue.len().min(place))
             .sum();
+        let ahead = others + asker.queue.len();
         let len = self.config.max_payload as u64;
-        let before = ahead + place - 1;
-        before > 0
-            && (self
-                .config
-                .admit_wait
-                .zip(self.upload.time_to_send(before + 1, len)))
-            .is_some_and(|(admit, wait)| wait > admit)
+        ahead > 0
+            && (self.config.admit_wait)
+                .zip(self.upload.time_to_send(ahead + 1, len))
+                .is_some_and(|(admit, wait)| wait > admit)
     }
 
     pub(super) fn on_cancel(&mut self, id: PeerId, seq: u64) {
