@@ -410,6 +410,7 @@ fn each_kind_of_hostile_peer_alone_leaves_every_honest_output_whole() {
             // a peer without upload is honest too.
             Hostile::Staller => assert!(timeouts > 0 && banned == 0),
             Hostile::Greedy => assert!(banned > 0),
+            Hostile::Leech => unreachable!("a control, not an adversary: not in ALL"),
         }
     }
 }

@@ -19,9 +19,13 @@ pub enum Hostile {
     /// A staller that also claims the 30 pieces after the newest, as keyframes, before they
     /// are made, and once per connection a maximum-size HAVE of pieces a million ahead.
     Liar,
+    /// Takes the stream and uploads nothing, as an honest peer without upload does (a
+    /// control: what the others cost beyond the pieces they take).
+    Leech,
 }
 
 impl Hostile {
+    /// The adversaries (the leech, a control, is not one).
     pub const ALL: [Hostile; 4] = [
         Hostile::Forger,
         Hostile::Greedy,
@@ -35,6 +39,7 @@ impl Hostile {
             Hostile::Forger => PieceAction::Flip,
             Hostile::Greedy => PieceAction::Keep,
             Hostile::Staller | Hostile::Liar => PieceAction::Drop,
+            Hostile::Leech => PieceAction::Keep,
         }
     }
 }

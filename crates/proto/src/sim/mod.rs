@@ -444,8 +444,12 @@ impl Sim {
                         self.up_at.insert(moved, pos);
                     }
                 }
-                let conns: Vec<(NodeId, PeerId)> =
-                    self.nodes[i].conns.drain().map(|(_, c)| c).collect();
+                // In the order of our ids, not the map's (which differs from run to run):
+                // closes due at the same instant are handled in the order scheduled.
+                let mut conns: Vec<(PeerId, (NodeId, PeerId))> =
+                    self.nodes[i].conns.drain().collect();
+                conns.sort_unstable_by_key(|&(id, _)| id);
+                let conns = conns.into_iter().map(|(_, c)| c);
                 for (j, remote) in conns {
                     let at = now + self.link_delay(i, j);
                     self.schedule(
