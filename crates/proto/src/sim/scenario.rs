@@ -110,6 +110,13 @@ fn set_upload(n: &mut NodeSpec, bytes_per_sec: f64) {
     n.link_rate = Some((bytes_per_sec * 1.25) as u64 + CONTROL_RATE);
 }
 
+/// A node that uploads nothing: its link carries only control messages. Honest receivers
+/// without upload and leeches share it, so that the leech is an exact control.
+fn set_no_upload(n: &mut NodeSpec) {
+    n.upload_limit = Some(1);
+    n.link_rate = Some(CONTROL_RATE);
+}
+
 /// Mixed into the seed for the hostile peers' draws.
 const HOSTILE_SEED: u64 = 0x0068_6f73_7469_6c65;
 
@@ -219,8 +226,7 @@ impl Scenario {
             n.loss = self.loss;
             n.dialable = rng.random::<f64>() >= self.not_dialable;
             if rng.random::<f64>() < self.no_upload {
-                n.upload_limit = Some(1);
-                n.link_rate = Some(CONTROL_RATE);
+                set_no_upload(&mut n);
             } else {
                 set_upload(&mut n, uploaders_x * rng.random_range(0.5..=1.5) * rate);
             }
@@ -241,8 +247,7 @@ impl Scenario {
             n.one_way = Some(Duration::from_secs_f64(rtt / 4000.0));
             n.loss = self.loss;
             if n.hostile == Some(Hostile::Leech) {
-                n.upload_limit = Some(1);
-                n.link_rate = Some(CONTROL_RATE);
+                set_no_upload(&mut n);
             } else {
                 set_upload(&mut n, self.upload_x * rate);
             }

@@ -8,8 +8,9 @@ const OPTIMISTIC_EVERY: u32 = 3; // rechokes
 const MAX_QUEUE_PER_PEER: usize = 32;
 /// A request that would not have left within this (at the upload limit, see
 /// `Swarm::waits_too_long`) is refused at once: the requester learns in one round trip that
-/// it should ask someone else, instead of waiting for its timeout. In a flash crowd, before this, three
-/// of four requests a newcomer sent before its first output timed out (concert-200, seed 1).
+/// it should ask someone else, instead of waiting for its timeout. In a flash crowd, before
+/// this, three of four requests a newcomer sent before its first output timed out
+/// (concert-200, seed 1).
 pub const ADMIT_WAIT: Duration = Duration::from_millis(250);
 /// The injector tells everyone about a piece this long after it was made; before that only
 /// the peer it fed first knows, so the swarm, not the injector, carries the copies.
