@@ -317,8 +317,17 @@ async fn run(kinds: &[Kind], input: &Path, kbit: u64) {
             "{kinds:?}: receiver {i} did not exit 0 ({status:?}): {tail}"
         );
         let fin = final_status(&text).expect("final status");
+        // What the receiver logged at warning level or above: its bans and hook-ins again.
+        let warnings: String = (text.lines())
+            .filter(|l| !l.contains(" INFO ") || l.contains("hooked in"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n");
         let continuity = fin["continuity"].as_f64().unwrap();
-        assert!(continuity >= 0.995, "{kinds:?}: receiver {i}: {fin}");
+        assert!(
+            continuity >= 0.995,
+            "{kinds:?}: receiver {i}: {fin}\n{warnings}"
+        );
         // Each bad piece cost its sender the connection and its address.
         let (rejected, bans) = (
             fin["pieces_rejected"].as_u64(),
@@ -330,7 +339,8 @@ async fn run(kinds: &[Kind], input: &Path, kbit: u64) {
         let output = std::fs::read(&out).unwrap();
         assert!(
             output.len() > input_bytes.len() / 3 && input_bytes.ends_with(&output),
-            "{kinds:?}: receiver {i}: {} bytes out of {}, not a suffix of the input: {fin}",
+            "{kinds:?}: receiver {i}: {} bytes out of {}, not a suffix of the input: {fin}\n\
+             {warnings}",
             output.len(),
             input_bytes.len()
         );

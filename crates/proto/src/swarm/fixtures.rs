@@ -79,7 +79,7 @@ pub(crate) fn hooked(latency: Duration, hook: u64, start: Instant) -> (Playout, 
     let edge = hook + latency.as_micros() as u64 / PIECE_US;
     let mut known = Known::default();
     for seq in hook..=edge {
-        known.learn(&have(seq), start);
+        known.learn(&have(seq), 1, start);
     }
     let mut playout = Playout::new(latency);
     assert_eq!(playout.try_hook(start, &known, edge), None, "gathers first");
@@ -140,7 +140,7 @@ pub(crate) fn active_peer(s: &mut Swarm, host: u8) -> PeerId {
 pub(crate) fn peer_claims(s: &mut Swarm, id: PeerId, seqs: impl IntoIterator<Item = u64> + Clone) {
     s.peers.learn_haves(id, 0, seqs.clone().into_iter());
     for seq in seqs {
-        s.known.learn(&have(seq), s.now);
+        s.known.learn(&have(seq), id, s.now);
     }
 }
 

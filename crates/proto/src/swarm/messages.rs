@@ -198,6 +198,11 @@ impl Swarm {
                         return self.ban(id, DisconnectReason::ImplausibleClaims { claims });
                     }
                 }
+                // Saying of a verified piece what it is not proves a lie.
+                if let Some(e) = entries.iter().find(|e| self.known.contradicts(e)) {
+                    let seq = e.seq;
+                    return self.ban(id, DisconnectReason::FalseClaim { seq });
+                }
                 // How soon this peer tells of new pieces: its newest entry against when we
                 // first heard of that piece (from anyone).
                 if self.push.is_on()
@@ -224,7 +229,7 @@ impl Swarm {
                 // Only what the peer table kept of the claims (bounded per peer).
                 let Some(p) = self.peers.get(id) else { return };
                 for e in entries.iter().filter(|e| e.seq >= floor && p.has(e.seq)) {
-                    self.known.learn(e, now);
+                    self.known.learn(e, id, now);
                     if !self.store.contains(e.seq) && !self.download.is_inflight(e.seq) {
                         self.download.need_pick();
                     }
@@ -314,7 +319,7 @@ impl Swarm {
     /// A verified piece: store it, tell everyone who lacks it, drop duplicate requests.
     pub(super) fn accept_piece(&mut self, piece: SignedPiece) {
         let h = *piece.header();
-        self.known.confirm(h.seq, h.timestamp_us, h.flags, self.now);
+        let liar = self.known.confirm(h.seq, h.timestamp_us, h.flags, self.now);
         if h.end_of_stream() {
             self.eos_seq = Some(h.seq);
         }
@@ -335,6 +340,10 @@ impl Swarm {
         }
         self.download.done(h.seq);
         self.evict();
+        if let Some(liar) = liar {
+            let seq = h.seq;
+            self.ban(liar, DisconnectReason::FalseClaim { seq });
+        }
     }
 
     /// Injector: a piece it just cut and signed.

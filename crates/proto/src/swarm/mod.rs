@@ -228,6 +228,10 @@ pub enum DisconnectReason {
     /// The peer claimed pieces beyond anything the injector can have made (it is banned).
     #[error("claimed {claims} pieces that cannot exist yet")]
     ImplausibleClaims { claims: u32 },
+    /// The peer told of piece `seq` as it is not: another timestamp, or a keyframe that is
+    /// none (it is banned). Found when the piece is verified here, or at once if it was.
+    #[error("told of piece {seq} as it is not")]
+    FalseClaim { seq: u64 },
 }
 
 /// A good [`Config::send_backlog`] for drivers that report [`Input::Sent`]: half a default
@@ -695,6 +699,8 @@ impl Swarm {
             self.addrs.ban(p.addr.ip(), p.remote_id, p.listen_addr);
             self.stats.peers_banned += 1;
         }
+        // What it told of first is not to be believed.
+        self.known.disown(id);
         self.close(id, reason);
     }
 

@@ -171,7 +171,7 @@ mod tests {
                 let id = peers.insert(active(host, now));
                 peers.learn_haves(id, 0, seqs.iter().copied());
                 for &seq in *seqs {
-                    known.learn(&have(seq), now);
+                    known.learn(&have(seq), id, now);
                 }
             }
             Inputs {
@@ -244,7 +244,7 @@ mod tests {
     fn pieces_held_in_flight_or_claimed_by_no_peer_are_not_wanted() {
         let t0 = Instant::now();
         let mut sw = Inputs::new(t0, &[&[1, 2, 3, 4, 5]]);
-        sw.known.learn(&have(6), t0); // claimed by a peer since gone
+        sw.known.learn(&have(6), 9, t0); // claimed by a peer since gone
         sw.inflight.insert(3, 1);
         let store = store_of([2]);
         let wants = wanted(&sw.view(t0, None, &store), 0, URGENT_WITHIN, 20);

@@ -349,7 +349,7 @@ mod tests {
     fn known_of(seqs: impl IntoIterator<Item = u64>, now: Instant) -> Known {
         let mut known = Known::default();
         for seq in seqs {
-            known.learn(&have(seq), now);
+            known.learn(&have(seq), 1, now);
         }
         known
     }
@@ -404,7 +404,7 @@ mod tests {
             None,
             "keyframe 10 is 9 pieces back"
         );
-        known.learn(&have(20), later);
+        known.learn(&have(20), 1, later);
         assert_eq!(
             p.try_hook(later, &known, 20),
             Some(10),
@@ -453,7 +453,7 @@ mod tests {
             flags: FLAG_RANDOM_ACCESS,
             ..have(25)
         };
-        known.learn(&lie, t0);
+        known.learn(&lie, 2, t0);
         p.try_hook(t0, &known, 38);
         let at = t0 + HOOK_GATHER;
         assert_eq!(p.try_hook(at, &known, 38), Some(25));
@@ -466,7 +466,11 @@ mod tests {
         assert_eq!(p.cursor(), None, "hooking in again");
         // The piece now tells what it is (the core confirms every verified piece).
         let h = *store.get(25).unwrap().header();
-        known.confirm(25, h.timestamp_us, h.flags, at);
+        assert_eq!(
+            known.confirm(25, h.timestamp_us, h.flags, at),
+            Some(2),
+            "who lied"
+        );
         assert_eq!(p.try_hook(at, &known, 38), None, "gathers again");
         assert_eq!(p.try_hook(at + HOOK_GATHER, &known, 38), Some(20));
     }

@@ -1,9 +1,11 @@
 //! The sliding window: verified pieces we hold, and what peers say exists.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::time::Instant;
 
 use crate::piece::SignedPiece;
+use crate::swarm::PeerId;
 use crate::wire::HaveEntry;
 
 /// Verified pieces, oldest first. Bounded by time (the torrent's window) and by bytes.
@@ -115,6 +117,9 @@ pub struct Meta {
     pub flags: u8,
     pub first_heard: Instant,
     pub verified: bool,
+    /// Until the piece is verified: the peer whose claim this is, to be held to it. `None`
+    /// once verified, or when its claimer was banned (the next claim then replaces it).
+    pub claimed_by: Option<PeerId>,
 }
 
 /// The freshest verified piece: the live edge as far as we know it for sure.
@@ -143,15 +148,50 @@ const HORIZON_SLACK: u64 = 64;
 const DEFAULT_MAX_RATE: f64 = 200.0;
 
 impl Known {
-    /// Remembers a peer's claim (the caller refused those beyond the horizon). The first
-    /// claim of a piece stands until the piece itself is verified.
-    pub fn learn(&mut self, e: &HaveEntry, now: Instant) {
-        self.metas.entry(e.seq).or_insert(Meta {
+    /// Remembers `by`'s claim (the caller refused those beyond the horizon). The first claim
+    /// of a piece stands until the piece itself is verified, which holds its claimer to it
+    /// (see [`Known::confirm`]); a banned claimer's claim gives way to the next.
+    pub fn learn(&mut self, e: &HaveEntry, by: PeerId, now: Instant) {
+        let claim = Meta {
             timestamp_us: e.timestamp_us,
             flags: e.flags,
             first_heard: now,
             verified: false,
-        });
+            claimed_by: Some(by),
+        };
+        match self.metas.entry(e.seq) {
+            Entry::Vacant(v) => {
+                v.insert(claim);
+            }
+            Entry::Occupied(mut o) if !o.get().verified && o.get().claimed_by.is_none() => {
+                let first_heard = o.get().first_heard;
+                *o.get_mut() = Meta {
+                    first_heard,
+                    ..claim
+                };
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+
+    /// Whether `e` says of a verified piece what the piece does not: proof that the peer
+    /// lies (an honest peer tells of the pieces it holds as they are).
+    pub fn contradicts(&self, e: &HaveEntry) -> bool {
+        self.metas
+            .get(&e.seq)
+            .is_some_and(|m| m.verified && (m.timestamp_us, m.flags) != (e.timestamp_us, e.flags))
+    }
+
+    /// A banned peer's claims stand no more: of the pieces it told of first, only that they
+    /// exist remains (others may hold them), not as keyframes, until another peer tells.
+    /// Proportional to what is known; bans are rare.
+    pub fn disown(&mut self, by: PeerId) {
+        for m in self.metas.values_mut() {
+            if !m.verified && m.claimed_by == Some(by) {
+                m.flags = 0;
+                m.claimed_by = None;
+            }
+        }
     }
 
     /// The highest sequence number the injector can have made by now: past the edge, what
@@ -186,14 +226,23 @@ impl Known {
                 flags,
                 first_heard: now,
                 verified: true,
+                claimed_by: None,
             },
         );
         self.move_edge(seq, timestamp_us, now);
     }
 
-    /// A verified piece overrides whatever a peer claimed.
-    pub fn confirm(&mut self, seq: u64, timestamp_us: u64, flags: u8, now: Instant) {
-        let first_heard = self.metas.get(&seq).map(|m| m.first_heard).unwrap_or(now);
+    /// A verified piece overrides whatever a peer claimed. Returns the peer whose claim it
+    /// contradicts, if any: that peer lied.
+    pub fn confirm(
+        &mut self,
+        seq: u64,
+        timestamp_us: u64,
+        flags: u8,
+        now: Instant,
+    ) -> Option<PeerId> {
+        let claim = self.metas.get(&seq).copied();
+        let first_heard = claim.map_or(now, |m| m.first_heard);
         self.metas.insert(
             seq,
             Meta {
@@ -201,9 +250,13 @@ impl Known {
                 flags,
                 first_heard,
                 verified: true,
+                claimed_by: None,
             },
         );
         self.move_edge(seq, timestamp_us, now);
+        let m = claim.filter(|m| !m.verified)?;
+        m.claimed_by
+            .filter(|_| (m.timestamp_us, m.flags) != (timestamp_us, flags))
     }
 
     fn move_edge(&mut self, seq: u64, timestamp_us: u64, now: Instant) {
@@ -277,7 +330,7 @@ mod tests {
     fn claims_never_move_the_edge_and_a_verified_piece_overrides_them() {
         let t0 = Instant::now();
         let mut k = Known::default();
-        k.learn(&claim(7, 999), t0);
+        k.learn(&claim(7, 999), 1, t0);
         assert_eq!(k.edge(), None);
         assert_eq!(
             k.horizon(t0, WINDOW_US),
@@ -285,7 +338,8 @@ mod tests {
             "nothing verified: no horizon yet"
         );
         assert!(!k.get(7).unwrap().verified);
-        k.confirm(7, 1_000, 1, t0 + Duration::from_millis(5));
+        let liar = k.confirm(7, 1_000, 1, t0 + Duration::from_millis(5));
+        assert_eq!(liar, Some(1), "peer 1 said 999 and no keyframe: it lied");
         let m = *k.get(7).unwrap();
         assert_eq!((m.timestamp_us, m.flags, m.verified), (1_000, 1, true));
         assert_eq!(m.first_heard, t0, "first heard when it was claimed");
@@ -293,9 +347,17 @@ mod tests {
         assert_eq!((edge.seq, edge.timestamp_us), (7, 1_000));
         // A later claim of a verified piece changes nothing; an older piece does not move
         // the edge back.
-        k.learn(&claim(7, 5), t0);
+        k.learn(&claim(7, 5), 1, t0);
         assert_eq!(k.get(7).unwrap().timestamp_us, 1_000);
-        k.confirm(3, 500, 0, t0);
+        assert!(k.contradicts(&claim(7, 5)), "it is proof of a lie");
+        assert!(!k.contradicts(&HaveEntry {
+            flags: 1,
+            ..claim(7, 1_000)
+        }));
+        assert!(!k.contradicts(&claim(3, 5)), "not verified: a hint");
+        assert_eq!(k.confirm(3, 500, 0, t0), None, "nobody claimed it");
+        k.learn(&claim(4, 600), 2, t0);
+        assert_eq!(k.confirm(4, 600, 0, t0), None, "peer 2 told the truth");
         assert_eq!(k.edge().unwrap().seq, 7);
     }
 
@@ -326,11 +388,38 @@ mod tests {
     }
 
     #[test]
+    fn a_banned_peers_claims_lose_their_keyframes_and_give_way_to_the_next_claim() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(10);
+        let mut k = Known::default();
+        let keyframe = |seq, ts| HaveEntry {
+            flags: 1,
+            ..claim(seq, ts)
+        };
+        k.learn(&keyframe(5, 50), 1, t0);
+        k.learn(&keyframe(6, 60), 2, t0);
+        k.learn(&claim(5, 51), 2, later);
+        assert_eq!(
+            k.get(5).unwrap().claimed_by,
+            Some(1),
+            "the first claim stands"
+        );
+        k.disown(1);
+        let m = *k.get(5).unwrap();
+        assert_eq!((m.timestamp_us, m.flags, m.claimed_by), (50, 0, None));
+        assert_eq!(k.get(6).unwrap().flags, 1, "peer 2's claim stands");
+        k.learn(&claim(5, 52), 3, later);
+        let m = *k.get(5).unwrap();
+        assert_eq!((m.timestamp_us, m.claimed_by), (52, Some(3)));
+        assert_eq!(m.first_heard, t0, "first heard when it was first claimed");
+    }
+
+    #[test]
     fn a_claim_nobody_makes_any_more_is_forgotten_unless_verified() {
         let t0 = Instant::now();
         let mut k = Known::default();
-        k.learn(&claim(5, 1), t0);
-        k.learn(&claim(6, 2), t0);
+        k.learn(&claim(5, 1), 1, t0);
+        k.learn(&claim(6, 2), 1, t0);
         k.confirm(6, 2, 0, t0);
         k.forget_claim(5);
         k.forget_claim(6);

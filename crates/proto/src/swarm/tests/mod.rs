@@ -598,7 +598,42 @@ fn claims_beyond_what_the_injector_can_have_made_are_refused_and_their_maker_ban
 }
 
 #[test]
-fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_and_benched() {
+fn a_claim_that_says_of_a_verified_piece_what_it_is_not_bans_its_maker() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut honest = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    honest.handshake(&mut s, t0, [b'h'; 20], Role::Seed);
+    honest.send_msg(&mut s, t0, Message::Unchoke);
+    honest.have(&mut s, t0, [10]);
+    send_piece(&mut honest, &mut s, t0, 10);
+    let truth = have_entry(&piece(10, &key()));
+    let lies = [
+        HaveEntry {
+            timestamp_us: truth.timestamp_us + 1,
+            ..truth
+        },
+        HaveEntry {
+            flags: truth.flags ^ FLAG_RANDOM_ACCESS,
+            ..truth
+        },
+    ];
+    for (host, lie) in (2..).zip(lies) {
+        let mut liar = RawPeer::connect(&mut s, t0, addr(host, 40000));
+        liar.handshake(&mut s, t0, [host; 20], Role::Seed);
+        send_have(&mut liar, &mut s, t0, vec![truth]);
+        assert_eq!(liar.heard.disconnected, None, "the truth is no lie");
+        send_have(&mut liar, &mut s, t0, vec![lie]);
+        assert_eq!(
+            liar.heard.disconnected,
+            Some(DisconnectReason::FalseClaim { seq: 10 }),
+            "{lie:?}"
+        );
+    }
+    assert_eq!(s.status(t0).peers_banned, 2);
+}
+
+#[test]
+fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_benched_and_banned_once_caught() {
     // A receiver, an honest seed that answers every request at once, and a staller that
     // claims everything the seed has plus 30 pieces not made yet, each a keyframe, and never
     // answers a request. Pieces are made every 40 ms for 6 s.
@@ -660,13 +695,18 @@ fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_and_benched() {
     // verified: the liar's newest claim is the told edge, its keyframe flags mislead hook-in
     // once (the hook piece is not a keyframe: hook-in starts over). It was asked 6 times,
     // each timed out after a quarter of the latency at most; having never delivered, it was
-    // benched after 2 in a row, 3 times, and never banned; nothing was skipped or late (with
-    // 8 in a row before a bench, it was asked 15 times and 3 pieces came late).
+    // benched after 2 in a row, 3 times. Piece 30, the first verified here that it told of
+    // first (before it was made, with the timestamp of the piece then newest), proved it a
+    // liar: banned, and no further request went to it. Nothing was skipped or late.
     let st = s.status(now);
     assert_eq!(staller.heard.requests().len(), 6, "{st:?}");
     assert_eq!(
         (st.request_timeouts, st.peers_benched, st.peers_banned),
-        (6, 3, 0)
+        (6, 3, 1)
+    );
+    assert_eq!(
+        staller.heard.disconnected,
+        Some(DisconnectReason::FalseClaim { seq: 30 })
     );
     assert!(
         !outputs.iter().any(|d| matches!(d, Delivery::Gap { .. })),
@@ -675,12 +715,10 @@ fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_and_benched() {
     assert_eq!((st.hook_seq, st.pieces_received), (Some(30), 120), "{st:?}");
     assert_eq!((st.pieces_missed, st.pieces_late), (0, 0), "{st:?}");
     assert_eq!(st.newest_seq, Some(149), "claims never move the edge");
-    // Benched at the end, its word (seq 179) is not even counted in the told edge.
-    assert!(s.peers.get(staller.id).unwrap().standing.is_benched(now));
     assert_eq!(
         st.told_seq,
         Some(149),
-        "a benched peer's claims are not told"
+        "the liar's word (seq 179) is gone with it"
     );
 }
 
