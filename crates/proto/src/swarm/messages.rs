@@ -9,10 +9,6 @@ impl Swarm {
     /// to join it, and a piece whose header came in an earlier read is not copied either.
     pub(super) fn on_data(&mut self, id: PeerId, mut data: Bytes) {
         let max_len = wire::max_message_len(self.config.max_payload);
-        let now = self.now;
-        if let Some(peer) = self.peers.get_mut(id) {
-            peer.last_heard = now;
-        }
         while let Some(peer) = self.peers.get_mut(id) {
             if peer.phase == Phase::Handshake {
                 let Some(bytes) = next_chunk(&mut peer.inbuf, &mut data, wire::HANDSHAKE_LEN)
@@ -108,6 +104,9 @@ impl Swarm {
 
     fn on_message(&mut self, id: PeerId, msg: Message) {
         let p = self.peers.get_mut(id).unwrap();
+        // Heard is a whole message, not a byte: a peer that trickles one message out a byte
+        // at a time (slowloris) holds its connection no longer than a silent one.
+        p.last_heard = self.now;
         match (p.phase, msg) {
             (_, Message::KeepAlive) => {}
             (Phase::Extended, Message::ExtHandshake(ext)) => self.on_ext_handshake(id, ext),

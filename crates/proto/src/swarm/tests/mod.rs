@@ -471,6 +471,47 @@ fn pair_a_silent_connection_is_kept_alive_and_a_dead_one_times_out() {
 }
 
 #[test]
+fn a_peer_that_trickles_a_message_a_byte_a_second_is_closed_as_silent() {
+    let t0 = Instant::now();
+    let mut s = Swarm::new(config(Role::Seed, 0), t0);
+    let mut slow = RawPeer::connect(&mut s, t0, addr(2, 40000));
+    slow.handshake(&mut s, t0, [b's'; 20], Role::Seed);
+    let mut idle = RawPeer::connect(&mut s, t0, addr(3, 40000));
+    idle.handshake(&mut s, t0, [b'i'; 20], Role::Seed);
+    // A HAVE longer than the idle timeout in seconds, a byte a second (slowloris), beside
+    // a peer that says nothing but a keep-alive every 30 s.
+    let have = LiveMessage::Have {
+        window_start: 0,
+        entries: (1..=20)
+            .map(|seq| have_entry(&piece(seq, &key())))
+            .collect(),
+    };
+    let mut frame = BytesMut::new();
+    wire::encode(&Message::Live(have), wire::OUR_LIVE_ID, &mut frame);
+    let idle_s = peer::IDLE_TIMEOUT.as_secs() as usize;
+    assert!(frame.len() > idle_s + 10);
+    let mut closed = Vec::new();
+    for i in 1..=idle_s + 10 {
+        let now = t0 + Duration::from_secs(i as u64);
+        s.handle(
+            now,
+            Input::Data(slow.id, Bytes::copy_from_slice(&frame[i - 1..i])),
+        );
+        if i % 30 == 0 {
+            idle.send_quiet(&mut s, now, Message::KeepAlive);
+        }
+        s.handle(now, Input::Timeout);
+        closed.extend(drain(&mut s).into_iter().filter_map(|o| match o {
+            Output::Disconnect { peer, reason } => Some((peer, reason, i)),
+            _ => None,
+        }));
+    }
+    // Closed when the idle timeout came, 120 bytes into a message it never finished.
+    assert_eq!(closed, vec![(slow.id, DisconnectReason::Silent, idle_s)]);
+    assert!(s.peers.contains(idle.id), "keep-alives hold a connection");
+}
+
+#[test]
 fn an_unsorted_extended_handshake_is_accepted() {
     let t0 = Instant::now();
     let mut s = Swarm::new(config(Role::Seed, 0), t0);
