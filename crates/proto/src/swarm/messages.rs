@@ -318,7 +318,7 @@ impl Swarm {
     /// A verified piece: store it, tell everyone who lacks it, drop duplicate requests.
     pub(super) fn accept_piece(&mut self, piece: SignedPiece) {
         let h = *piece.header();
-        let liar = self.known.confirm(h.seq, h.timestamp_us, h.flags, self.now);
+        let liars = self.known.confirm(h.seq, h.timestamp_us, h.flags, self.now);
         if h.end_of_stream() {
             self.eos_seq = Some(h.seq);
         }
@@ -339,7 +339,7 @@ impl Swarm {
         }
         self.download.done(h.seq);
         self.evict();
-        if let Some(liar) = liar {
+        for liar in liars.into_iter().flatten() {
             let seq = h.seq;
             self.ban(liar, DisconnectReason::FalseClaim { seq });
         }

@@ -466,11 +466,8 @@ mod tests {
         assert_eq!(p.cursor(), None, "hooking in again");
         // The piece now tells what it is (the core confirms every verified piece).
         let h = *store.get(25).unwrap().header();
-        assert_eq!(
-            known.confirm(25, h.timestamp_us, h.flags, at),
-            Some(2),
-            "who lied"
-        );
+        let liars = known.confirm(25, h.timestamp_us, h.flags, at);
+        assert_eq!(liars, [Some(2), None], "who lied");
         assert_eq!(p.try_hook(at, &known, 38), None, "gathers again");
         assert_eq!(p.try_hook(at + HOOK_GATHER, &known, 38), Some(20));
     }

@@ -1,7 +1,6 @@
 //! The sliding window: verified pieces we hold, and what peers say exists.
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::time::Instant;
 
 use crate::piece::SignedPiece;
@@ -118,8 +117,41 @@ pub struct Meta {
     pub first_heard: Instant,
     pub verified: bool,
     /// Until the piece is verified: the peer whose claim this is, to be held to it. `None`
-    /// once verified, or when its claimer was banned (the next claim then replaces it).
+    /// once verified, or when its claimer was banned and nobody said otherwise.
     pub claimed_by: Option<PeerId>,
+    /// Another peer's claim, the first to say otherwise if any did, else the first to agree:
+    /// it stands in if the standing claim's maker is banned, so that one liar speaking first
+    /// cannot erase the truth.
+    pub second: Option<Claim>,
+}
+
+/// One peer's word on a piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub timestamp_us: u64,
+    pub flags: u8,
+    pub by: PeerId,
+}
+
+impl Meta {
+    fn says(&self, timestamp_us: u64, flags: u8) -> bool {
+        (self.timestamp_us, self.flags) == (timestamp_us, flags)
+    }
+
+    /// The claim stands no more: the second, if any, takes its place.
+    fn withdraw(&mut self) {
+        match self.second.take() {
+            Some(c) => {
+                (self.timestamp_us, self.flags) = (c.timestamp_us, c.flags);
+                self.claimed_by = Some(c.by);
+            }
+            None => {
+                // Only that the piece exists remains (others may hold it), not a keyframe.
+                self.flags = 0;
+                self.claimed_by = None;
+            }
+        }
+    }
 }
 
 /// The freshest verified piece: the live edge as far as we know it for sure.
@@ -150,46 +182,57 @@ const DEFAULT_MAX_RATE: f64 = 200.0;
 impl Known {
     /// Remembers `by`'s claim (the caller refused those beyond the horizon). The first claim
     /// of a piece stands until the piece itself is verified, which holds its claimer to it
-    /// (see [`Known::confirm`]); a banned claimer's claim gives way to the next.
+    /// (see [`Known::confirm`]); another peer's is kept as the second (see [`Meta::second`]).
     pub fn learn(&mut self, e: &HaveEntry, by: PeerId, now: Instant) {
-        let claim = Meta {
+        let claim = Claim {
             timestamp_us: e.timestamp_us,
             flags: e.flags,
-            first_heard: now,
-            verified: false,
-            claimed_by: Some(by),
+            by,
         };
-        match self.metas.entry(e.seq) {
-            Entry::Vacant(v) => {
-                v.insert(claim);
-            }
-            Entry::Occupied(mut o) if !o.get().verified && o.get().claimed_by.is_none() => {
-                let first_heard = o.get().first_heard;
-                *o.get_mut() = Meta {
-                    first_heard,
-                    ..claim
-                };
-            }
-            Entry::Occupied(_) => {}
+        let Some(m) = self.metas.get_mut(&e.seq) else {
+            self.metas.insert(
+                e.seq,
+                Meta {
+                    timestamp_us: e.timestamp_us,
+                    flags: e.flags,
+                    first_heard: now,
+                    verified: false,
+                    claimed_by: Some(by),
+                    second: None,
+                },
+            );
+            return;
+        };
+        if m.verified || m.claimed_by == Some(by) {
+            return;
+        }
+        if m.claimed_by.is_none() {
+            // Its claimer was banned: this claim takes its place.
+            (m.timestamp_us, m.flags, m.claimed_by) = (e.timestamp_us, e.flags, Some(by));
+            return;
+        }
+        let dissents = !m.says(e.timestamp_us, e.flags);
+        match m.second {
+            None => m.second = Some(claim),
+            Some(c) if dissents && m.says(c.timestamp_us, c.flags) => m.second = Some(claim),
+            Some(_) => {}
         }
     }
 
     /// Whether `e` says of a verified piece what the piece does not: proof that the peer
     /// lies (an honest peer tells of the pieces it holds as they are).
     pub fn contradicts(&self, e: &HaveEntry) -> bool {
-        self.metas
-            .get(&e.seq)
-            .is_some_and(|m| m.verified && (m.timestamp_us, m.flags) != (e.timestamp_us, e.flags))
+        (self.metas.get(&e.seq)).is_some_and(|m| m.verified && !m.says(e.timestamp_us, e.flags))
     }
 
-    /// A banned peer's claims stand no more: of the pieces it told of first, only that they
-    /// exist remains (others may hold them), not as keyframes, until another peer tells.
-    /// Proportional to what is known; bans are rare.
+    /// A banned peer's claims stand no more: where it spoke first, the second stands in, or
+    /// only that the piece exists remains. Proportional to what is known; bans are rare.
     pub fn disown(&mut self, by: PeerId) {
-        for m in self.metas.values_mut() {
-            if !m.verified && m.claimed_by == Some(by) {
-                m.flags = 0;
-                m.claimed_by = None;
+        for m in self.metas.values_mut().filter(|m| !m.verified) {
+            if m.claimed_by == Some(by) {
+                m.withdraw();
+            } else if m.second.is_some_and(|c| c.by == by) {
+                m.second = None;
             }
         }
     }
@@ -227,22 +270,23 @@ impl Known {
                 first_heard: now,
                 verified: true,
                 claimed_by: None,
+                second: None,
             },
         );
         self.move_edge(seq, timestamp_us, now);
     }
 
-    /// A verified piece overrides whatever a peer claimed. Returns the peer whose claim it
-    /// contradicts, if any: that peer lied.
+    /// A verified piece overrides whatever a peer claimed. Returns the peers whose claims
+    /// it contradicts (the standing one and the second): they lied.
     pub fn confirm(
         &mut self,
         seq: u64,
         timestamp_us: u64,
         flags: u8,
         now: Instant,
-    ) -> Option<PeerId> {
-        let claim = self.metas.get(&seq).copied();
-        let first_heard = claim.map_or(now, |m| m.first_heard);
+    ) -> [Option<PeerId>; 2] {
+        let before = self.metas.get(&seq).copied().filter(|m| !m.verified);
+        let first_heard = before.map_or(now, |m| m.first_heard);
         self.metas.insert(
             seq,
             Meta {
@@ -251,12 +295,19 @@ impl Known {
                 first_heard,
                 verified: true,
                 claimed_by: None,
+                second: None,
             },
         );
         self.move_edge(seq, timestamp_us, now);
-        let m = claim.filter(|m| !m.verified)?;
-        m.claimed_by
-            .filter(|_| (m.timestamp_us, m.flags) != (timestamp_us, flags))
+        let Some(m) = before else {
+            return [None, None];
+        };
+        let lied = |c: Option<PeerId>, ts, f| c.filter(|_| (ts, f) != (timestamp_us, flags));
+        [
+            lied(m.claimed_by, m.timestamp_us, m.flags),
+            m.second
+                .and_then(|c| lied(Some(c.by), c.timestamp_us, c.flags)),
+        ]
     }
 
     fn move_edge(&mut self, seq: u64, timestamp_us: u64, now: Instant) {
@@ -338,8 +389,8 @@ mod tests {
             "nothing verified: no horizon yet"
         );
         assert!(!k.get(7).unwrap().verified);
-        let liar = k.confirm(7, 1_000, 1, t0 + Duration::from_millis(5));
-        assert_eq!(liar, Some(1), "peer 1 said 999 and no keyframe: it lied");
+        let liars = k.confirm(7, 1_000, 1, t0 + Duration::from_millis(5));
+        assert_eq!(liars, [Some(1), None], "peer 1 said 999 and no keyframe");
         let m = *k.get(7).unwrap();
         assert_eq!((m.timestamp_us, m.flags, m.verified), (1_000, 1, true));
         assert_eq!(m.first_heard, t0, "first heard when it was claimed");
@@ -355,9 +406,16 @@ mod tests {
             ..claim(7, 1_000)
         }));
         assert!(!k.contradicts(&claim(3, 5)), "not verified: a hint");
-        assert_eq!(k.confirm(3, 500, 0, t0), None, "nobody claimed it");
+        assert_eq!(k.confirm(3, 500, 0, t0), [None, None], "nobody claimed it");
         k.learn(&claim(4, 600), 2, t0);
-        assert_eq!(k.confirm(4, 600, 0, t0), None, "peer 2 told the truth");
+        k.learn(&claim(4, 601), 3, t0);
+        k.learn(&claim(4, 602), 4, t0);
+        let liars = k.confirm(4, 600, 0, t0);
+        assert_eq!(
+            liars,
+            [None, Some(3)],
+            "peer 2 told the truth, peer 3 did not"
+        );
         assert_eq!(k.edge().unwrap().seq, 7);
     }
 
@@ -388,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn a_banned_peers_claims_lose_their_keyframes_and_give_way_to_the_next_claim() {
+    fn a_banned_peers_claims_give_way_to_the_dissent_or_lose_their_keyframes() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_millis(10);
         let mut k = Known::default();
@@ -396,9 +454,15 @@ mod tests {
             flags: 1,
             ..claim(seq, ts)
         };
+        // Peer 1 speaks first on 5 and 6; peer 2 says otherwise of 5, agrees on 6; peer 3
+        // says otherwise of 7 and speaks first on 8.
         k.learn(&keyframe(5, 50), 1, t0);
-        k.learn(&keyframe(6, 60), 2, t0);
-        k.learn(&claim(5, 51), 2, later);
+        k.learn(&keyframe(6, 60), 1, t0);
+        k.learn(&claim(5, 50), 2, later);
+        k.learn(&keyframe(6, 60), 2, later);
+        k.learn(&claim(7, 70), 2, t0);
+        k.learn(&keyframe(7, 70), 3, t0);
+        k.learn(&keyframe(8, 80), 3, t0);
         assert_eq!(
             k.get(5).unwrap().claimed_by,
             Some(1),
@@ -406,12 +470,28 @@ mod tests {
         );
         k.disown(1);
         let m = *k.get(5).unwrap();
-        assert_eq!((m.timestamp_us, m.flags, m.claimed_by), (50, 0, None));
-        assert_eq!(k.get(6).unwrap().flags, 1, "peer 2's claim stands");
-        k.learn(&claim(5, 52), 3, later);
-        let m = *k.get(5).unwrap();
-        assert_eq!((m.timestamp_us, m.claimed_by), (52, Some(3)));
+        assert_eq!((m.timestamp_us, m.flags, m.claimed_by), (50, 0, Some(2)));
         assert_eq!(m.first_heard, t0, "first heard when it was first claimed");
+        let m = *k.get(6).unwrap();
+        assert_eq!((m.flags, m.claimed_by), (1, Some(2)), "peer 2 agreed");
+        k.disown(3);
+        assert_eq!(
+            k.get(7).unwrap().second,
+            None,
+            "the second goes with its maker"
+        );
+        assert_eq!(k.get(7).unwrap().flags, 0, "peer 2's claim stands");
+        assert_eq!(k.get(8).unwrap().claimed_by, None, "only that it exists");
+        // The next claim of a piece nobody vouches for takes its place.
+        k.learn(&keyframe(8, 81), 4, later);
+        let m = *k.get(8).unwrap();
+        assert_eq!((m.timestamp_us, m.flags, m.claimed_by), (81, 1, Some(4)));
+        // A claim that says otherwise replaces a second that agreed.
+        k.learn(&keyframe(9, 90), 5, t0);
+        k.learn(&keyframe(9, 90), 6, t0);
+        k.learn(&claim(9, 90), 7, t0);
+        k.learn(&claim(9, 91), 8, t0);
+        assert_eq!(k.get(9).unwrap().second.map(|c| c.by), Some(7));
     }
 
     #[test]

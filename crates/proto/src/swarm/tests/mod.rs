@@ -674,6 +674,69 @@ fn a_claim_that_says_of_a_verified_piece_what_it_is_not_bans_its_maker() {
 }
 
 #[test]
+fn keyframes_a_peer_made_up_mislead_hook_in_once_and_then_stand_no_more() {
+    // A receiver with 440 ms of latency (11 pieces). Pieces are made every 40 ms for 4 s.
+    // A liar that chokes us (so it is never asked) tells of each first, as a keyframe; an
+    // honest seed then tells the truth (a keyframe every 10th) and answers every request
+    // at once.
+    let t0 = Instant::now();
+    let mut c = config(Role::Receiver, 0);
+    c.latency = Duration::from_millis(440);
+    let mut s = Swarm::new(c, t0);
+    let mut liar = RawPeer::connect(&mut s, t0, addr(2, 40000));
+    liar.handshake(&mut s, t0, [b'l'; 20], Role::Seed);
+    let mut honest = RawPeer::connect(&mut s, t0, addr(1, 40000));
+    honest.handshake(&mut s, t0, [b'h'; 20], Role::Seed);
+    honest.send_msg(&mut s, t0, Message::Unchoke);
+
+    let (mut served, mut first_out) = (0, None);
+    for seq in 1..=100u64 {
+        let made = t0 + Duration::from_millis(40 * seq);
+        let have = |entries| {
+            Message::Live(LiveMessage::Have {
+                window_start: 0,
+                entries,
+            })
+        };
+        if liar.heard.disconnected.is_none() {
+            liar.send_quiet(&mut s, made, have(vec![claim(seq, timestamp(seq))]));
+        }
+        honest.send_quiet(&mut s, made, have(vec![have_entry(&piece(seq, &key()))]));
+        for step in 0..8 {
+            let now = made + Duration::from_millis(5 * step);
+            s.handle(now, Input::Timeout);
+            let outs = drain(&mut s);
+            honest.heard.take(&outs, honest.id);
+            liar.heard.take(&outs, liar.id);
+            first_out = first_out.or(outs.iter().find_map(|o| match o {
+                Output::Deliver(Delivery::Data { seq, .. }) => Some(*seq),
+                _ => None,
+            }));
+            let asked = honest.heard.requests();
+            for &want in &asked[served..] {
+                let wire = piece(want, &key()).wire().clone();
+                honest.send_quiet(&mut s, now, Message::Live(LiveMessage::Piece(wire)));
+            }
+            served = asked.len();
+        }
+    }
+    // Hook-in took the newest "keyframe" a latency behind the edge, piece 1: the liar's
+    // word. Piece 1, verified, proved the liar wrong: banned, and its claims lost their
+    // keyframe flags (the honest seed's stood in), so the second hook-in went to 10, a real
+    // keyframe, instead of trying the liar's next "keyframe", and the next, in turn.
+    assert_eq!(
+        liar.heard.disconnected,
+        Some(DisconnectReason::FalseClaim { seq: 1 })
+    );
+    let asked = honest.heard.requests();
+    let expected: Vec<u64> = (1..=7).chain(10..=100).collect();
+    assert_eq!(asked, expected);
+    let st = s.status(t0 + Duration::from_secs(4));
+    assert_eq!((st.hook_seq, first_out), (Some(10), Some(10)), "{st:?}");
+    assert_eq!((st.peers_banned, st.pieces_missed), (1, 0), "{st:?}");
+}
+
+#[test]
 fn a_peer_that_claims_pieces_and_never_delivers_is_routed_around_benched_and_banned_once_caught() {
     // A receiver, an honest seed that answers every request at once, and a staller that
     // claims everything the seed has plus 30 pieces not made yet, each a keyframe, and never
