@@ -65,8 +65,8 @@ fn have(entries: Vec<HaveEntry>) -> Message {
 }
 
 /// One connection of an adversary, from the handshakes to the end. `news` carries the
-/// pieces its other connections heard of, which a forger or replayer claims at once (so that
-/// it is asked for them before their honest holders are).
+/// pieces its other connections heard of, which a forger or replayer claims at once, as they
+/// are (so that it is asked for them before their honest holders are).
 async fn play(
     mut s: TcpStream,
     kind: Kind,
@@ -126,12 +126,9 @@ async fn play(
                         lies.extend((newest + 1..=newest + 30).map(|seq| claim(seq, ts)));
                         Some(have(lies))
                     }
-                    Kind::Forger | Kind::Replayer => Some(have(
-                        entries
-                            .iter()
-                            .map(|e| claim(e.seq, e.timestamp_us))
-                            .collect(),
-                    )),
+                    // Told as they are: a false claim would get them banned before their
+                    // pieces are asked for, and these kinds are here to send bad pieces.
+                    Kind::Forger | Kind::Replayer => Some(have(entries)),
                     Kind::FarFuture => None,
                 }
             }
