@@ -302,12 +302,15 @@ impl Known {
         let Some(m) = before else {
             return [None, None];
         };
-        let lied = |c: Option<PeerId>, ts, f| c.filter(|_| (ts, f) != (timestamp_us, flags));
-        [
-            lied(m.claimed_by, m.timestamp_us, m.flags),
-            m.second
-                .and_then(|c| lied(Some(c.by), c.timestamp_us, c.flags)),
-        ]
+        let standing = m.claimed_by.map(|by| Claim {
+            timestamp_us: m.timestamp_us,
+            flags: m.flags,
+            by,
+        });
+        [standing, m.second].map(|c| {
+            c.filter(|c| (c.timestamp_us, c.flags) != (timestamp_us, flags))
+                .map(|c| c.by)
+        })
     }
 
     fn move_edge(&mut self, seq: u64, timestamp_us: u64, now: Instant) {
@@ -446,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn a_banned_peers_claims_give_way_to_the_dissent_or_lose_their_keyframes() {
+    fn a_banned_peers_claims_give_way_to_another_peers_or_lose_their_keyframes() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_millis(10);
         let mut k = Known::default();
