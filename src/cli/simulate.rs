@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::sim::Congestion;
 use crate::sim::scenario::{Report, Scenario};
 
 #[derive(clap::Args, Debug)]
@@ -32,6 +33,18 @@ pub struct SimulateArgs {
     /// Push along this many substreams instead of the file's `substreams` (0: pull only).
     #[arg(long)]
     pub substreams: Option<u8>,
+    /// Every node's TCP congestion control instead of the file's `congestion`: `cubic`
+    /// (loss-based, the kernel's usual default) or `bbr` (what nordlys asks for).
+    #[arg(long, value_parser = parse_congestion)]
+    pub congestion: Option<Congestion>,
+}
+
+fn parse_congestion(s: &str) -> Result<Congestion, String> {
+    match s {
+        "cubic" => Ok(Congestion::Cubic),
+        "bbr" => Ok(Congestion::Bbr),
+        _ => Err("cubic or bbr".into()),
+    }
 }
 
 /// Scenario files larger than this are refused before parsing.
@@ -187,6 +200,9 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "--sweep {bad} is out of range; expected audience sizes from 1 to {MAX_RECEIVERS}"
         );
+    }
+    if let Some(c) = args.congestion {
+        sc.congestion = c;
     }
     if let Some(k) = args.substreams {
         sc.substreams = k;

@@ -376,7 +376,7 @@ fn answers(endpoint: &str) -> Result<SocketAddr, String> {
 }
 
 fn network_checks(trackers: &[String], peers: &[String], probe: bool) -> Vec<Check> {
-    let mut out = Vec::new();
+    let mut out = vec![congestion_check(crate::net::tcp::congestion_available())];
     let addrs = crate::player::local_addresses();
     out.push(if addrs.is_empty() {
         let mut c = check(
@@ -440,6 +440,25 @@ fn network_checks(trackers: &[String], peers: &[String], probe: bool) -> Vec<Che
         }
     }
     out
+}
+
+/// Whether peer connections send with BBR (see `net::tcp`): a warning, since a node works
+/// without it, but under packet loss each connection then carries a fraction of the stream.
+fn congestion_check(available: Result<(), String>) -> Check {
+    use crate::net::tcp::{ALLOW_CONGESTION, CONGESTION};
+    match available {
+        Ok(()) => check(
+            "network",
+            "tcp congestion",
+            Status::Ok,
+            format!("{CONGESTION}: packet loss does not slow the peer connections"),
+        ),
+        Err(why) => {
+            let mut c = check("network", "tcp congestion", Status::Warn, why);
+            c.fix = Some(ALLOW_CONGESTION.into());
+            c
+        }
+    }
 }
 
 /// Run every check for `s`.
@@ -648,7 +667,21 @@ mod tests {
             l2.local_addr().unwrap().to_string()
         };
         let checks = network_checks(&[], &[open, closed], true);
-        assert_eq!(checks[1].status, Status::Ok);
-        assert_eq!(checks[2].status, Status::Warn);
+        assert_eq!(checks[0].name, "tcp congestion");
+        assert_eq!(checks[2].status, Status::Ok);
+        assert_eq!(checks[3].status, Status::Warn);
+    }
+
+    #[test]
+    fn a_kernel_that_refuses_bbr_is_a_warning_with_its_fix() {
+        let c = congestion_check(Err("the kernel refuses TCP bbr (No such file)".into()));
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.fix
+                .as_deref()
+                .unwrap()
+                .contains("tcp_congestion_control=bbr")
+        );
+        assert_eq!(congestion_check(Ok(())).status, Status::Ok);
     }
 }

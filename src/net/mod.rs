@@ -3,6 +3,7 @@
 //! - `node`: runs one sans-IO swarm core on real TCP connections.
 //! - `smol_node` (feature `smol`): the same core on smol instead of tokio; static peers only.
 //! - `status`: `GET /status` as JSON.
+//! - `tcp`: how a peer connection's socket is set up (BBR, little unsent, no Nagle).
 //! - `tracker`: BEP 3 HTTP announce client (BEP 23 compact peers, BEP 7 `peers6`) and the
 //!   announce loop that feeds peer lists to the node.
 //! - `tracker_server`: the built-in HTTP tracker behind `nordlys tracker --listen ADDR`.
@@ -11,6 +12,7 @@ pub mod node;
 #[cfg(feature = "smol")]
 pub mod smol_node;
 pub mod status;
+pub mod tcp;
 pub mod tracker;
 pub mod tracker_server;
 

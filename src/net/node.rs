@@ -163,6 +163,9 @@ pub async fn run(
     discovered: mpsc::Receiver<Vec<SocketAddr>>,
     ready: oneshot::Sender<NodeHandles>,
 ) -> anyhow::Result<NodeStatus> {
+    if let Err(why) = super::tcp::congestion_available() {
+        tracing::warn!("{why}");
+    }
     let (mut driver, listener) = Driver::new(opts, injector, deliveries)?;
     let (status_req_tx, status_requests) = mpsc::channel(16);
     let _ = ready.send(NodeHandles {

@@ -25,9 +25,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Task, Timer};
 
-use super::node::conn::{
-    MAX_QUEUED_BYTES, READ_CHUNK, WRITE_BATCH, WRITE_QUEUE, consume_written, keep_little_unsent,
-};
+use super::node::conn::{MAX_QUEUED_BYTES, READ_CHUNK, WRITE_BATCH, WRITE_QUEUE, consume_written};
 use super::node::{CONNECT_TIMEOUT, NodeOptions, core_config, wall_clock_us};
 use crate::inject::Injector;
 use crate::swarm::{Delivery, Direction, Input, Output, PeerId, Swarm, SwarmStatus};
@@ -65,6 +63,9 @@ pub async fn run(
     injector: Option<SmolInjectorInput>,
     deliveries: Option<Sender<Delivery>>,
 ) -> anyhow::Result<SwarmStatus> {
+    if let Err(why) = super::tcp::congestion_available() {
+        tracing::warn!("{why}");
+    }
     let listen = opts.listener.local_addr()?;
     let start = opts.started.min(Instant::now());
     let mut swarm = Swarm::new(core_config(&opts, listen), start);
@@ -312,8 +313,7 @@ struct Conn {
 
 impl Conn {
     fn spawn(id: PeerId, stream: TcpStream, events: Sender<Event>) -> Conn {
-        let _ = stream.set_nodelay(true);
-        keep_little_unsent(&stream);
+        crate::net::tcp::tune(&stream);
         let (tx, rx) = bounded::<Bytes>(WRITE_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();

@@ -1,8 +1,8 @@
 //! One TCP connection's tasks: a reader (bytes in, with back-pressure through the driver's
 //! bounded event channel) and a writer (bytes out through a bounded queue; a peer that cannot
 //! keep up is disconnected rather than buffered without limit). The writer reports what it
-//! wrote, and the kernel keeps at most [`DEFAULT_SEND_BACKLOG`] bytes unsent
-//! (`TCP_NOTSENT_LOWAT`), so "written" means "about to leave": the core's flow control
+//! wrote, and the kernel keeps at most `DEFAULT_SEND_BACKLOG` bytes unsent
+//! (`TCP_NOTSENT_LOWAT`, set with the rest of the socket's set-up in `net::tcp`), so "written" means "about to leave": the core's flow control
 //! (`Config::send_backlog`) then holds a piece back until the connection drained the one
 //! before, instead of piling seconds of stream into a slow connection's socket buffer.
 
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::Event;
-use crate::swarm::{DEFAULT_SEND_BACKLOG, PeerId};
+use crate::swarm::PeerId;
 
 /// Writes queued for one peer's socket at most (each a run of small messages or one piece, so
 /// a few pieces at most: requests per peer are bounded).
@@ -37,7 +37,7 @@ pub(super) struct Conn {
 
 impl Conn {
     pub fn spawn(id: PeerId, stream: TcpStream, events: mpsc::Sender<Event>) -> Conn {
-        configure(&stream);
+        crate::net::tcp::tune(&stream);
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -94,18 +94,6 @@ impl Conn {
     }
 }
 
-/// Small messages go at once (no Nagle delay); the kernel keeps little unsent (see above).
-/// Both are best effort: without them the node still works, with more delay.
-fn configure(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
-    keep_little_unsent(stream);
-}
-
-/// The kernel's unsent bytes capped at [`DEFAULT_SEND_BACKLOG`]; any runtime's socket.
-pub(crate) fn keep_little_unsent(socket: &impl std::os::fd::AsFd) {
-    let _ = socket2::SockRef::from(socket).set_tcp_notsent_lowat(DEFAULT_SEND_BACKLOG as u32);
-}
-
 /// Writes every buffer in `chunks`, in order, and empties it.
 async fn write_all_vectored(
     wr: &mut (impl AsyncWrite + Unpin),
@@ -143,6 +131,7 @@ pub(crate) fn consume_written(chunks: &mut [Bytes], mut first: usize, mut n: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swarm::DEFAULT_SEND_BACKLOG;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
@@ -189,7 +178,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (ours, (mut theirs, _)) = (ours.unwrap(), theirs.unwrap());
-        configure(&ours);
+        crate::net::tcp::tune(&ours);
         let lowat = socket2::SockRef::from(&ours).tcp_notsent_lowat().unwrap();
         assert_eq!(lowat, DEFAULT_SEND_BACKLOG as u32);
         let (events_tx, mut events) = mpsc::channel(16);

@@ -60,6 +60,8 @@ pub struct NodeSpec {
     pub leave_at: Option<Duration>,
     /// TCP segment loss on its access link, 0 to 1.
     pub loss: f64,
+    /// Its TCP congestion control, which sets how fast it sends under loss.
+    pub congestion: Congestion,
     /// Always serve and feed the seedboxes first (the injector's `--trusted`).
     pub trusts_seeds: bool,
 }
@@ -77,9 +79,25 @@ impl NodeSpec {
             dialable: true,
             leave_at: None,
             loss: 0.0,
+            congestion: Congestion::Cubic,
             trusts_seeds: false,
         }
     }
+}
+
+/// A sender's TCP congestion control, as far as the loss model goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// Loss-based (CUBIC, Reno, Linux's default): under random loss a connection carries
+    /// TCP's rate (Mathis et al. 1997), a window of 1.22 / √p segments per round trip.
+    #[default]
+    Cubic,
+    /// Model-based (BBR, which real nodes ask for): random loss does not slow the sender
+    /// (below about 15 %, the path's rate times 1 - p: Cardwell et al., Linux commit
+    /// 0f8782ea1497, 2016); lost segments are still sent again, on the uplink, and cost
+    /// the message a round trip.
+    Bbr,
 }
 
 /// The stream the simulated injector produces (see [`SyntheticTs`]).
@@ -757,7 +775,8 @@ impl Sim {
     /// TCP's (Mathis et al. 1997: a window of 1.22 / √p segments per round trip). TCP sends
     /// a window at once and then one per round trip, so bytes may leave up to one round trip
     /// ahead of the rate's schedule: a connection that kept up carries a piece that fits in
-    /// its window without waiting for the rate. In order per connection, as TCP is.
+    /// its window without waiting for the rate. A BBR sender is not held to that rate (see
+    /// [`Congestion`]). In order per connection, as TCP is.
     /// Also returns when the bytes left node `i` (for [`Input::Sent`]).
     fn arrival(&mut self, i: NodeId, peer: PeerId, j: NodeId, len: usize) -> (Instant, Instant) {
         let now = self.now;
@@ -773,10 +792,10 @@ impl Sim {
         let uplink = (node.spec.link_rate)
             .map(|r| tx(r as f64))
             .unwrap_or_default();
-        let window = if loss > 0.0 {
-            tx(MSS / rtt.as_secs_f64() * 1.22 / loss.sqrt())
-        } else {
-            Duration::ZERO
+        let (uplink, window) = match node.spec.congestion {
+            _ if loss == 0.0 => (uplink, Duration::ZERO),
+            Congestion::Cubic => (uplink, tx(MSS / rtt.as_secs_f64() * 1.22 / loss.sqrt())),
+            Congestion::Bbr => (uplink.div_f64(1.0 - loss), Duration::ZERO),
         };
         // The uplink is busy only while the bytes are on the wire; a connection held back by
         // its TCP window waits in its own socket buffer, not in front of the others.

@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{DELAY_BUCKET, Hostile, MISS_BUCKETS, NodeSpec, Sim, StreamSpec, TrackerSpec};
+use super::{
+    Congestion, DELAY_BUCKET, Hostile, MISS_BUCKETS, NodeSpec, Sim, StreamSpec, TrackerSpec,
+};
 use crate::swarm::Role;
 
 /// Every knob, with the defaults of a small concert. Ranges are `[low, high]`, drawn
@@ -34,6 +36,9 @@ pub struct Scenario {
     pub rtt_ms: [f64; 2],
     /// TCP segment loss on every receiver's access link.
     pub loss: f64,
+    /// Every node's TCP congestion control: `"cubic"` (the kernel's usual default) or
+    /// `"bbr"` (what nordlys asks the kernel for; see README, "Loss and BBR").
+    pub congestion: Congestion,
     /// Share of receivers that cannot be dialled (they only dial out).
     pub not_dialable: f64,
     /// Share of receivers with no upload at all.
@@ -74,6 +79,7 @@ impl Default for Scenario {
             join_over_s: 10.0,
             rtt_ms: [20.0, 250.0],
             loss: 0.0,
+            congestion: Congestion::Cubic,
             not_dialable: 0.0,
             no_upload: 0.0,
             upload_x: 1.5,
@@ -206,6 +212,7 @@ impl Scenario {
             let mut n = NodeSpec::new(role);
             n.one_way = Some(SERVER_ONE_WAY);
             set_upload(&mut n, upload_x * rate);
+            n.congestion = self.congestion;
             n
         };
         let mut injector = server(Role::Injector, self.injector_upload_x);
@@ -224,6 +231,7 @@ impl Scenario {
             let rtt = rng.random_range(self.rtt_ms[0]..=self.rtt_ms[1]);
             n.one_way = Some(Duration::from_secs_f64(rtt / 4000.0));
             n.loss = self.loss;
+            n.congestion = self.congestion;
             n.dialable = rng.random::<f64>() >= self.not_dialable;
             if rng.random::<f64>() < self.no_upload {
                 set_no_upload(&mut n);
@@ -246,6 +254,7 @@ impl Scenario {
             let rtt = rng.random_range(self.rtt_ms[0]..=self.rtt_ms[1]);
             n.one_way = Some(Duration::from_secs_f64(rtt / 4000.0));
             n.loss = self.loss;
+            n.congestion = self.congestion;
             if n.hostile == Some(Hostile::Leech) {
                 set_no_upload(&mut n);
             } else {
