@@ -122,6 +122,13 @@ fn run_concert(seed: u64, receivers: usize, latency_ms: u64) -> (Sim, Outcome) {
         assert!(matches!(sim.deliveries(i).last(), Some(Delivery::End)));
         // Join time is 3 s + 37 ms * n; startup counts from the node's own start.
         startup.push(st.startup_ms.unwrap());
+        // The start's steps, in order: an announcement heard, the hook piece chosen at least
+        // HOOK_GATHER (150 ms) later, the first byte out.
+        let (told, hooked) = (st.first_told_ms.unwrap(), st.hooked_ms.unwrap());
+        assert!(
+            told + 150 <= hooked && hooked <= st.startup_ms.unwrap(),
+            "receiver {i}: {st:?}"
+        );
     }
     let inj = sim.status(0).unwrap();
     let stream_bytes = (PAYLOAD as u64) * pieces;

@@ -176,6 +176,8 @@ mod tests {
             pex_addrs: 0,
             push: Default::default(),
             startup_ms: None,
+            first_told_ms: None,
+            hooked_ms: None,
             output_span_ms: None,
             continuity: 1.0,
             ended: false,

@@ -311,6 +311,12 @@ fn print_summary(r: &Report, wall: f64) {
         s.never_started
     );
     println!(
+        "the start, medians: first announcement heard {}, hook piece chosen {}, first byte {}",
+        ms(s.first_told_median_ms),
+        ms(s.hooked_median_ms),
+        ms(s.startup_median_ms),
+    );
+    println!(
         "delay behind the injector: median {}, p95 {}",
         ms(s.delay_median_ms),
         ms(s.delay_p95_ms)

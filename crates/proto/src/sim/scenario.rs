@@ -290,8 +290,11 @@ pub struct PeerReport {
     pub joined_s: f64,
     pub left_s: Option<f64>,
     pub continuity: f64,
-    /// From joining to the first byte of stream out.
+    /// From joining to the first byte of stream out; to the first piece announcement heard;
+    /// to the choice of the hook piece (the rest is the prebuffer).
     pub startup_ms: Option<u64>,
+    pub first_told_ms: Option<u64>,
+    pub hooked_ms: Option<u64>,
     /// Output delay behind the injector's clock: median and 95th percentile.
     pub delay_ms: Option<u64>,
     pub delay_p95_ms: Option<u64>,
@@ -352,6 +355,9 @@ pub struct Summary {
     pub receiver_copies: f64,
     pub startup_median_ms: Option<u64>,
     pub startup_p95_ms: Option<u64>,
+    /// The start's first steps, medians: first announcement heard, hook piece chosen.
+    pub first_told_median_ms: Option<u64>,
+    pub hooked_median_ms: Option<u64>,
     pub delay_median_ms: Option<u64>,
     pub delay_p95_ms: Option<u64>,
     /// Receivers that stayed at least STAY_TO_COUNT and never output anything.
@@ -430,6 +436,8 @@ impl Scenario {
                 left_s,
                 continuity: st.continuity,
                 startup_ms: st.startup_ms,
+                first_told_ms: st.first_told_ms,
+                hooked_ms: st.hooked_ms,
                 delay_ms: hist_quantile(sim.delays(i), 0.5),
                 delay_p95_ms: hist_quantile(sim.delays(i), 0.95),
                 pieces_received: st.pieces_received,
@@ -467,6 +475,11 @@ impl Scenario {
         let share = |min: f64| receivers.iter().filter(|p| p.continuity >= min).count() as f64 / n;
         let mut startups: Vec<u64> = receivers.iter().filter_map(|p| p.startup_ms).collect();
         startups.sort_unstable();
+        let median_of = |f: fn(&PeerReport) -> Option<u64>| {
+            let mut v: Vec<u64> = receivers.iter().filter_map(|p| f(p)).collect();
+            v.sort_unstable();
+            quantile(&v, 0.5)
+        };
         let mut delays: Vec<u64> = receivers.iter().filter_map(|p| p.delay_ms).collect();
         delays.sort_unstable();
         let copies = |role: Role| {
@@ -486,6 +499,8 @@ impl Scenario {
             receiver_copies: copies(Role::Receiver),
             startup_median_ms: quantile(&startups, 0.5),
             startup_p95_ms: quantile(&startups, 0.95),
+            first_told_median_ms: median_of(|p| p.first_told_ms),
+            hooked_median_ms: median_of(|p| p.hooked_ms),
             delay_median_ms: quantile(&delays, 0.5),
             delay_p95_ms: quantile(&delays, 0.95),
             never_started: receivers

@@ -97,6 +97,12 @@ impl Playout {
         self.hook_seq
     }
 
+    /// When the first piece announcement came, and when the current hook piece was chosen
+    /// (the start's first two steps, before the prebuffer).
+    pub fn start_steps(&self) -> (Option<Instant>, Option<Instant>) {
+        (self.first_info_at, self.hooked_at)
+    }
+
     pub fn is_stalled(&self) -> bool {
         self.stalled
     }

@@ -91,7 +91,11 @@ pub struct SwarmStatus {
     pub addrs_known: usize,
     pub pex_addrs: u64,
     pub push: PushStatus,
+    /// From the start to the first byte out; to the first piece announcement heard; to the
+    /// choice of the hook piece (what is left of `startup_ms` is the prebuffer).
     pub startup_ms: Option<u64>,
+    pub first_told_ms: Option<u64>,
+    pub hooked_ms: Option<u64>,
     /// Milliseconds of stream output since hook-in (by the injector's timestamps).
     pub output_span_ms: Option<u64>,
     pub continuity: f64,
@@ -146,6 +150,12 @@ pub(super) fn snapshot(s: &Swarm, _now: Instant) -> SwarmStatus {
         },
         startup_ms: playout
             .and_then(|p| p.first_output_at)
+            .map(|t| t.saturating_duration_since(s.started).as_millis() as u64),
+        first_told_ms: playout
+            .and_then(|p| p.start_steps().0)
+            .map(|t| t.saturating_duration_since(s.started).as_millis() as u64),
+        hooked_ms: playout
+            .and_then(|p| p.start_steps().1)
             .map(|t| t.saturating_duration_since(s.started).as_millis() as u64),
         output_span_ms: playout.and_then(|p| {
             let first = p.first_output_ts?;
