@@ -57,6 +57,10 @@ impl Downloader {
 impl Swarm {
     pub(super) fn hook_in(&mut self) {
         let now = self.now;
+        // Hooked in already: nothing to choose (and the told edge looks at every peer).
+        if self.role.playout().is_none_or(|p| p.is_hooked()) {
+            return;
+        }
         // The edge as the connected peers tell it, robust to a third of liars.
         let told_edge = self.peers.told_edge(now);
         if let Some(playout) = self.role.playout_mut()

@@ -93,6 +93,11 @@ impl Playout {
         self.cursor
     }
 
+    /// A hook piece is chosen (it may not be held yet).
+    pub fn is_hooked(&self) -> bool {
+        self.cursor.is_some()
+    }
+
     pub fn hook_seq(&self) -> Option<u64> {
         self.hook_seq
     }
