@@ -1,6 +1,7 @@
 //! Getting pieces: hook-in, what to request from whom, and giving up on slow requests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
 use std::time::Duration;
 
 use super::peer::Sent;
@@ -12,7 +13,8 @@ const SEED_BACKFILL_US: u64 = 5_000_000;
 /// The downloader's own state: outstanding requests, and whether picking could find more.
 #[derive(Debug, Default)]
 pub(super) struct Downloader {
-    /// Which peer each outstanding request went to.
+    /// Which peer each outstanding request went to: the peers' [`Requested`] turned around,
+    /// so that the picker finds a piece's request without asking every peer.
     inflight: HashMap<u64, PeerId>,
     /// Something changed that may allow a new request (a piece announced that nobody was
     /// asked for, a request ended, an unchoke, hook-in, time): the picker runs only then.
@@ -32,25 +34,63 @@ impl Downloader {
         self.inflight.contains_key(&seq)
     }
 
-    /// The request for `seq` to `peer` ended (answered, refused, given up, cancelled).
-    pub fn ended(&mut self, seq: u64, peer: PeerId) {
-        if self.inflight.get(&seq) == Some(&peer) {
-            self.inflight.remove(&seq);
+    /// Asks peer `id` (`p`) for `seq`. Requests start only here and end only in the methods
+    /// below, so that `inflight` and each peer's `requested` always tell the same.
+    pub fn request(&mut self, id: PeerId, p: &mut Peer, seq: u64, sent: Sent) {
+        p.requested.0.insert(seq, sent);
+        let asked_before = self.inflight.insert(seq, id);
+        debug_assert!(asked_before.is_none(), "piece {seq} asked of two peers");
+    }
+
+    /// The request for `seq` to peer `id` (`p`) ended (answered, refused, given up,
+    /// cancelled): when it was sent, or `None` if `id` was not asked for `seq`.
+    pub fn request_ended(&mut self, id: PeerId, p: &mut Peer, seq: u64) -> Option<Sent> {
+        let sent = p.requested.0.remove(&seq)?;
+        self.ended(seq, id);
+        Some(sent)
+    }
+
+    /// Every request to peer `id` (`p`) ended (it choked us).
+    pub fn requests_ended(&mut self, id: PeerId, p: &mut Peer) {
+        for seq in std::mem::take(&mut p.requested.0).into_keys() {
+            self.ended(seq, id);
         }
-        self.pick = true;
     }
 
-    /// A piece is held now: nobody needs to be asked for it any more.
-    pub fn done(&mut self, seq: u64) {
-        self.inflight.remove(&seq);
-        self.pick = true;
-    }
-
+    /// The peer is gone, and its requests with it.
     pub fn forget_peer(&mut self, id: PeerId, p: &Peer) {
         for &seq in p.requested.keys() {
             self.ended(seq, id);
         }
         self.pick = true;
+    }
+
+    fn ended(&mut self, seq: u64, peer: PeerId) {
+        if self.inflight.get(&seq) == Some(&peer) {
+            self.inflight.remove(&seq);
+        }
+        self.pick = true;
+    }
+}
+
+/// Our requests to one peer: when we sent each and when we give up on it. Read through
+/// `Deref`; changed only by [`Downloader`], which keeps its `inflight` in step.
+#[derive(Debug, Default)]
+pub struct Requested(BTreeMap<u64, Sent>);
+
+impl Deref for Requested {
+    type Target = BTreeMap<u64, Sent>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Requested {
+    /// For tests of a peer alone, which has no downloader to keep in step.
+    pub(super) fn insert_alone(&mut self, seq: u64, sent: Sent) {
+        self.0.insert(seq, sent);
     }
 }
 
@@ -173,9 +213,9 @@ impl Swarm {
             let expires = now + self.request_timeout(self.peers.get(pid).unwrap(), want.seq, now);
             self.note_repair(want.seq);
             let p = self.peers.get_mut(pid).unwrap();
-            p.requested.insert(want.seq, Sent { at: now, expires });
+            let sent = Sent { at: now, expires };
+            self.download.request(pid, p, want.seq, sent);
             send_live(p, LiveMessage::Request { seq: want.seq });
-            self.download.inflight.insert(want.seq, pid);
             if !p.has_request_room(now) {
                 open.retain(|&o| o != pid);
                 if open.is_empty() {
@@ -214,7 +254,7 @@ impl Swarm {
             .map(|(&seq, &s)| (seq, s))
             .collect();
         for (seq, sent) in expired {
-            p.requested.remove(&seq);
+            self.download.request_ended(id, p, seq);
             if p.standing.timed_out(now) {
                 self.stats.peers_benched += 1;
                 tracing::debug!(peer = %p.addr, "peer leaves requests unanswered: not asked for a while");
@@ -227,7 +267,6 @@ impl Swarm {
             if (self.role.playout()).is_some_and(|pl| pl.first_output_at.is_none()) {
                 self.stats.request_timeouts_at_start += 1;
             }
-            self.download.ended(seq, id);
             self.timers
                 .set_earliest(Timer::Retry, now + peer::REFUSE_FOR);
         }
@@ -259,17 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn a_request_ends_only_for_the_peer_it_went_to_but_a_held_piece_ends_it_for_all() {
+    fn a_request_ends_only_with_the_peer_it_went_to_and_a_choke_ends_them_all() {
+        let t0 = Instant::now();
         let mut d = Downloader::default();
-        d.inflight.insert(5, 1);
-        d.inflight.insert(6, 1);
-        d.ended(5, 2);
+        let mut one = Peer::new("10.0.0.1:1".parse().unwrap(), true, t0);
+        let mut two = Peer::new("10.0.0.2:1".parse().unwrap(), true, t0);
+        let sent = Sent {
+            at: t0,
+            expires: t0,
+        };
+        d.request(1, &mut one, 5, sent);
+        d.request(1, &mut one, 6, sent);
+        assert!(d.request_ended(2, &mut two, 5).is_none());
         assert!(d.is_inflight(5), "peer 2 was not asked for 5");
-        assert!(d.wants_pick());
-        d.ended(5, 1);
-        assert!(!d.is_inflight(5));
-        d.done(6);
-        assert!(!d.is_inflight(6));
+        assert!(!d.wants_pick());
+        assert!(d.request_ended(1, &mut one, 5).is_some());
+        assert!(!d.is_inflight(5) && d.wants_pick());
+        d.requests_ended(1, &mut one);
+        assert!(!d.is_inflight(6) && one.requested.is_empty());
     }
 
     #[test]

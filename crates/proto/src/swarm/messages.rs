@@ -114,9 +114,7 @@ impl Swarm {
             (Phase::Active, Message::ExtHandshake(_)) => {} // updates are allowed and ignored
             (Phase::Active, Message::Choke) => {
                 p.peer_choking = true;
-                for seq in std::mem::take(&mut p.requested).into_keys() {
-                    self.download.ended(seq, id);
-                }
+                self.download.requests_ended(id, p);
             }
             (Phase::Active, Message::Unchoke) => {
                 p.peer_choking = false;
@@ -238,13 +236,12 @@ impl Swarm {
             LiveMessage::Cancel { seq } => self.on_cancel(id, seq),
             LiveMessage::Reject { seq } => {
                 let p = self.peers.get_mut(id).unwrap();
-                if let Some(sent) = p.requested.remove(&seq) {
+                if let Some(sent) = self.download.request_ended(id, p, seq) {
                     self.stats.requests_refused += 1;
                     // A refusal costs the requester the time it waited: count it as that slow.
                     p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64);
                     p.refuse(seq, now);
                     p.standing.refused();
-                    self.download.ended(seq, id);
                     self.timers
                         .set_earliest(Timer::Retry, now + peer::REFUSE_FOR);
                 }
@@ -263,7 +260,7 @@ impl Swarm {
         };
         let p = self.peers.get_mut(id).unwrap();
         let mut pushed = false;
-        match p.requested.remove(&header.seq) {
+        match self.download.request_ended(id, p, header.seq) {
             Some(sent) => p.note_rtt(now.saturating_duration_since(sent.at).as_micros() as u64),
             // Asked for, then given up on as too slow: still worth having if it is needed.
             None if p.refused.contains_key(&header.seq) => {}
@@ -274,7 +271,8 @@ impl Swarm {
                 return; // never asked for: ignore it
             }
         }
-        self.download.ended(header.seq, id);
+        // A piece came: whether asked of this peer or not, there may be room to ask for more.
+        self.download.need_pick();
         if self.store.contains(header.seq) || header.seq < self.window_floor() {
             self.stats.duplicates += 1;
             return;
@@ -327,7 +325,8 @@ impl Swarm {
         self.push_to_children(h.seq);
         let mut tell = Vec::new();
         for (pid, p) in self.peers.iter_mut() {
-            if p.requested.remove(&h.seq).is_some() {
+            // Nobody needs to be asked for it any more.
+            if self.download.request_ended(pid, p, h.seq).is_some() {
                 send_live(p, LiveMessage::Cancel { seq: h.seq });
             }
             if p.is_active() && !p.has(h.seq) {
@@ -337,7 +336,8 @@ impl Swarm {
         for pid in tell {
             self.send_have(pid, vec![entry]);
         }
-        self.download.done(h.seq);
+        // Its request, if any, ended above with the peer it went to.
+        self.download.need_pick();
         self.evict();
         for liar in liars.into_iter().flatten() {
             let seq = h.seq;

@@ -4,11 +4,14 @@
 //! outboxes and re-files the deadlines of just those peers, so the work after an event is
 //! proportional to what it changed, not to the number of connections.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+
+use super::download::Requested;
+use super::upload::RequestQueue;
 
 /// A connection handle chosen by the core; the driver maps it to a socket.
 pub type PeerId = u64;
@@ -50,13 +53,15 @@ pub struct Peer {
     pub given: BTreeSet<u64>,
     /// Requests for pieces in `given`; the peer is banned past [`MAX_REPEATED_REQUESTS`].
     pub repeated_requests: u32,
-    /// Our requests to this peer: when we sent each and when we give up on it.
-    pub requested: BTreeMap<u64, Sent>,
+    /// Our requests to this peer: when we sent each and when we give up on it (changed only
+    /// by the downloader, which mirrors them).
+    pub requested: Requested,
     /// Pieces this peer failed to deliver in time (or rejected), and until when it is not
     /// asked for them again.
     pub refused: HashMap<u64, Instant>,
-    /// The peer's requests to us, with their arrival time.
-    pub queue: VecDeque<(u64, Instant)>,
+    /// The peer's requests to us, with their arrival time (changed only by the uploader,
+    /// which mirrors whether there are any).
+    pub queue: RequestQueue,
     /// Payload bytes received from / sent to this peer since the last rechoke.
     pub down_recent: u64,
     pub up_recent: u64,
@@ -260,9 +265,9 @@ impl Peer {
             told: BTreeSet::new(),
             given: BTreeSet::new(),
             repeated_requests: 0,
-            requested: BTreeMap::new(),
+            requested: Requested::default(),
             refused: HashMap::new(),
-            queue: VecDeque::new(),
+            queue: RequestQueue::default(),
             down_recent: 0,
             up_recent: 0,
             last_heard: now,
@@ -573,7 +578,7 @@ mod tests {
 
         let p = table.get_mut(a).unwrap();
         p.phase = Phase::Active;
-        p.requested.insert(
+        p.requested.insert_alone(
             5,
             Sent {
                 at: t0,
@@ -680,7 +685,7 @@ mod tests {
         let mut p = Peer::new("10.0.0.1:1".parse().unwrap(), true, t0);
         p.phase = Phase::Active;
         assert_eq!(p.deadline(), t0 + KEEPALIVE);
-        p.queue.push_back((9, t0 + Duration::from_secs(1)));
+        p.queue.push_alone(9, t0 + Duration::from_secs(1));
         assert_eq!(p.deadline(), t0 + Duration::from_secs(1) + MAX_QUEUE_WAIT);
     }
 

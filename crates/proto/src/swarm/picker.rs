@@ -312,7 +312,7 @@ mod tests {
             at: t0,
             expires: t0 + Duration::from_secs(1),
         };
-        full.requested.insert(7, sent);
+        full.requested.insert_alone(7, sent);
         peers.insert(full);
         let mut benched = active(5, t0);
         let bench_end = t0 + Duration::from_secs(5);
@@ -367,7 +367,8 @@ mod tests {
         let mut peers = PeerTable::default();
         let mut quick_but_busy = active(1, t0);
         quick_but_busy.srtt_us = Some(4_000);
-        quick_but_busy.requested.extend([(1, sent), (2, sent)]); // 3 x 4 ms
+        quick_but_busy.requested.insert_alone(1, sent);
+        quick_but_busy.requested.insert_alone(2, sent); // 3 x 4 ms
         let quick_but_busy = peers.insert(quick_but_busy);
         let mut idle = active(2, t0);
         idle.srtt_us = Some(10_000); // 1 x 10 ms
@@ -382,7 +383,8 @@ mod tests {
             Some(idle)
         );
         let p = peers.get_mut(idle).unwrap();
-        p.requested.extend([(1, sent), (2, sent)]); // 3 x 10 ms
+        p.requested.insert_alone(1, sent);
+        p.requested.insert_alone(2, sent); // 3 x 10 ms
         assert_eq!(
             choose_peer(want, t0, peers.map(), &open, &mut rng),
             Some(quick_but_busy)

@@ -1,6 +1,8 @@
 //! Giving pieces: serving requests under the upload limit, choking, and what the injector
 //! announces to whom.
 
+use std::ops::Deref;
+
 use super::ratelimit::TokenBucket;
 use super::*;
 
@@ -31,7 +33,8 @@ pub(super) struct Uploader {
     bucket: Option<TokenBucket>,
     /// The upload limit lets a piece go within [`SLOWEST_USEFUL_PIECE`].
     pub(super) serves: bool,
-    /// Peers with requests queued, so serving looks at just those.
+    /// Peers with requests queued, so serving looks at just those: which peers'
+    /// [`RequestQueue`] is not empty, kept so by the methods below.
     queued: BTreeSet<PeerId>,
     /// Round-robin position among the untrusted peers with queued requests (see
     /// `next_to_serve`).
@@ -80,11 +83,65 @@ impl Uploader {
         ))
     }
 
+    /// The peer is gone, and its queue with it.
     pub fn forget_peer(&mut self, id: PeerId) {
         self.queued.remove(&id);
         if self.optimistic == Some(id) {
             self.optimistic = None;
         }
+    }
+
+    /// Queues peer `id`'s (`p`'s) request for `seq`, come at `at`. A peer's queue changes
+    /// only here and in the methods below, so that `queued` always holds just the peers
+    /// whose queue is not empty.
+    fn enqueue(&mut self, id: PeerId, p: &mut Peer, seq: u64, at: Instant) {
+        p.queue.0.push_back((seq, at));
+        self.queued.insert(id);
+    }
+
+    /// Drops the request at `place` in peer `id`'s (`p`'s) queue (served or refused).
+    fn dequeue_at(&mut self, id: PeerId, p: &mut Peer, place: usize) {
+        p.queue.0.remove(place);
+        self.forget_if_empty(id, p);
+    }
+
+    /// Drops peer `id`'s (`p`'s) request for `seq`, if queued (cancelled).
+    fn dequeue(&mut self, id: PeerId, p: &mut Peer, seq: u64) {
+        p.queue.0.retain(|(s, _)| *s != seq);
+        self.forget_if_empty(id, p);
+    }
+
+    /// Drops all of peer `id`'s (`p`'s) requests (we choke it).
+    fn clear_queue(&mut self, id: PeerId, p: &mut Peer) {
+        p.queue.0.clear();
+        self.queued.remove(&id);
+    }
+
+    fn forget_if_empty(&mut self, id: PeerId, p: &Peer) {
+        if p.queue.is_empty() {
+            self.queued.remove(&id);
+        }
+    }
+}
+
+/// A peer's requests to us, with their arrival time, in arrival order. Read through `Deref`;
+/// changed only by [`Uploader`], which keeps its `queued` in step.
+#[derive(Debug, Default)]
+pub struct RequestQueue(VecDeque<(u64, Instant)>);
+
+impl Deref for RequestQueue {
+    type Target = VecDeque<(u64, Instant)>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl RequestQueue {
+    /// For tests of a peer alone, which has no uploader to keep in step.
+    pub(super) fn push_alone(&mut self, seq: u64, at: Instant) {
+        self.0.push_back((seq, at));
     }
 }
 
@@ -130,8 +187,7 @@ impl Swarm {
         {
             send_live(p, LiveMessage::Reject { seq });
         } else {
-            p.queue.push_back((seq, now));
-            self.upload.queued.insert(id);
+            self.upload.enqueue(id, p, seq, now);
         }
     }
 
@@ -176,10 +232,7 @@ impl Swarm {
 
     pub(super) fn on_cancel(&mut self, id: PeerId, seq: u64) {
         let p = self.peers.get_mut(id).unwrap();
-        p.queue.retain(|(s, _)| *s != seq);
-        if p.queue.is_empty() {
-            self.upload.queued.remove(&id);
-        }
+        self.upload.dequeue(id, p, seq);
     }
 
     /// Refuse what waited too long: the requester is better off asking elsewhere.
@@ -192,11 +245,8 @@ impl Swarm {
             if now < at + peer::MAX_QUEUE_WAIT {
                 break;
             }
-            p.queue.pop_front();
+            self.upload.dequeue_at(id, p, 0);
             send_live(p, LiveMessage::Reject { seq });
-        }
-        if p.queue.is_empty() {
-            self.upload.queued.remove(&id);
         }
     }
 
@@ -224,10 +274,7 @@ impl Swarm {
             let (place, seq) = oldest_asked(p).unwrap();
             let Some(piece) = self.store.get(seq) else {
                 // Gone from the window since it was asked for.
-                p.queue.remove(place);
-                if p.queue.is_empty() {
-                    self.upload.queued.remove(&id);
-                }
+                self.upload.dequeue_at(id, p, place);
                 send_live(p, LiveMessage::Reject { seq });
                 continue;
             };
@@ -235,10 +282,7 @@ impl Swarm {
             if let Err(at) = self.upload.take(len, now) {
                 return self.timers.set(Timer::Upload, Some(at));
             }
-            p.queue.remove(place);
-            if p.queue.is_empty() {
-                self.upload.queued.remove(&id);
-            }
+            self.upload.dequeue_at(id, p, place);
             p.up_recent += len;
             p.given.insert(seq);
             send_piece(p, piece);
@@ -251,17 +295,16 @@ impl Swarm {
     }
 
     /// The peer whose queued request goes next (see [`Swarm::serve_requests`]).
-    fn next_to_serve(&mut self) -> Option<PeerId> {
+    fn next_to_serve(&self) -> Option<PeerId> {
         let mut tiers: [Vec<PeerId>; 4] = Default::default();
-        let queued: Vec<PeerId> = self.upload.queued.iter().copied().collect();
-        for id in queued {
-            match self.peers.get(id) {
-                // Its connection still drains what it was sent: its turn waits.
-                Some(p) if !p.queue.is_empty() && !self.can_send_to(p) => {}
-                Some(p) if !p.queue.is_empty() => tiers[serve_tier(p)].push(id),
-                _ => {
-                    self.upload.queued.remove(&id);
-                }
+        // Each is connected and has requests queued (the uploader keeps `queued` so).
+        for &id in &self.upload.queued {
+            let Some(p) = self.peers.get(id) else {
+                continue;
+            };
+            // Its connection still drains what it was sent: its turn waits.
+            if self.can_send_to(p) {
+                tiers[serve_tier(p)].push(id);
             }
         }
         let turn = self.upload.serve_turn;
@@ -300,8 +343,7 @@ impl Swarm {
                 };
                 wire::encode(&msg, 0, p.outbox.buf());
                 if !unchoke {
-                    p.queue.clear(); // BEP 3: choking discards the peer's requests
-                    up.queued.remove(&id);
+                    up.clear_queue(id, p); // BEP 3: choking discards the peer's requests
                 }
             }
             p.down_recent = 0;
