@@ -5,7 +5,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::opentracker::OpenTracker;
-use nordlys::net::tracker::{Announce, Event, TrackerError, announce};
+use nordlys::net::tracker::{Announce, Event, TrackerError, announce, http_client};
 use nordlys::torrent::InfoHash;
 
 fn peer(hash: InfoHash, n: u8, port: u16) -> Announce {
@@ -33,7 +33,8 @@ async fn two_peers_see_each_other_through_opentracker() {
     let hash = InfoHash(*b"\x00 %&+=?\xff\xfe\x80nordlys-ot");
     let tracker = OpenTracker::start(&[hash.hex()]);
     let url = tracker.announce_url();
-    let client = reqwest::Client::new();
+    // The announcer's own client: opentracker closes each connection after its answer.
+    let client = http_client();
     let (a, b) = (peer(hash, 1, 7101), peer(hash, 2, 7102));
 
     announce(&client, &url, &a).await.unwrap();

@@ -100,6 +100,18 @@ pub enum TrackerError {
     Failure(String),
 }
 
+/// The HTTP client for announces: one connection per announce, none kept idle. Trackers
+/// such as opentracker answer HTTP/1.1 without `Connection: close` and then close, so a kept
+/// connection can be dead when the next announce takes it: the request meets a reset (2 runs
+/// in 60 of `tests/tracker_opentracker.rs` before this). Announces are seconds apart, so a
+/// kept connection saves nothing worth that.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default()
+}
+
 /// One announce with the default deadline ([`ANNOUNCE_TIMEOUT`]).
 pub async fn announce(
     client: &reqwest::Client,
@@ -363,7 +375,7 @@ pub async fn run_announcer_with(
     timing: AnnouncerTiming,
     health: Health,
 ) {
-    let client = reqwest::Client::new();
+    let client = http_client();
     let stats: Arc<dyn Fn() -> (u64, u64) + Send + Sync> = Arc::new(stats);
     let mut tasks = JoinSet::new();
     for url in urls {
