@@ -291,7 +291,8 @@ pub struct PeerReport {
     pub left_s: Option<f64>,
     pub continuity: f64,
     /// From joining to the first byte of stream out; to the first piece announcement heard;
-    /// to the choice of the hook piece (the rest is the prebuffer).
+    /// to the choice of the hook piece (the rest is the prebuffer); after a rehook, the last
+    /// hook-in's.
     pub startup_ms: Option<u64>,
     pub first_told_ms: Option<u64>,
     pub hooked_ms: Option<u64>,

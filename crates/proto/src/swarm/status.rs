@@ -92,7 +92,8 @@ pub struct SwarmStatus {
     pub pex_addrs: u64,
     pub push: PushStatus,
     /// From the start to the first byte out; to the first piece announcement heard; to the
-    /// choice of the hook piece (what is left of `startup_ms` is the prebuffer).
+    /// choice of the hook piece (what is left of `startup_ms` is the prebuffer). A rehook
+    /// starts the last two again: they tell of the hook-in that led to the output.
     pub startup_ms: Option<u64>,
     pub first_told_ms: Option<u64>,
     pub hooked_ms: Option<u64>,
